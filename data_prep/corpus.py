@@ -1,0 +1,132 @@
+"""The speech corpus stage: the built-in espeak-ng corpus, or a user's manifests.
+
+Built-in: voice-assistant sentences read by synthetic speakers (accent x voice variant x
+pitch x rate), split by speaker into `train_labelled`, `train_unlabelled`, `dev` and `test`.
+Every utterance records espeak's phoneme events (`tts_phonemes`: [[start_s, phoneme], ...])
+as reference timings, used only to measure aligner quality. `train_unlabelled` keeps its
+transcript for diagnostics; training code must never read it.
+
+Output: WORKDIR/corpus/{split}.jsonl (+ wav/ for the built-in corpus) and speakers.json.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import pathlib
+
+import numpy as np
+
+from data_prep import sentences, tts
+from data_prep import user_corpus
+from tsasr import parallel
+from tsasr import workdir as wd
+from tsasr.data import manifest
+
+SPLITS = ("train_labelled", "train_unlabelled", "dev", "test")
+MEAN_SECONDS_PER_UTTERANCE = 1.76  # measured on the built-in generator at default pitch and rate ranges
+log = logging.getLogger(__name__)
+
+
+def make_speakers(num_speakers: int, seed: int, pitch_range, rate_range) -> list[dict]:
+    """Distinct (accent, variant) pairs, each with its own pitch and rate."""
+    pairs = [(a, v) for a in tts.ACCENTS for v in tts.VARIANTS]
+    if num_speakers > len(pairs):
+        raise ValueError(f"corpus.num_speakers={num_speakers} exceeds the {len(pairs)} accent x variant voices")
+    rng = np.random.default_rng([seed, 0x5BEA])
+    chosen = rng.permutation(len(pairs))[:num_speakers]
+    speakers = []
+    for i, index in enumerate(chosen):
+        accent, variant = pairs[index]
+        speakers.append({
+            "speaker": f"spk{i:03d}",
+            "accent": accent,
+            "variant": variant,
+            "pitch": int(rng.integers(pitch_range[0], pitch_range[1] + 1)),
+            "rate": int(rng.integers(rate_range[0], rate_range[1] + 1)),
+        })
+    return speakers
+
+
+def assign_splits(speakers: list[dict], fractions: dict, seed: int) -> dict[str, list[dict]]:
+    """Speaker-disjoint splits with at least one speaker each, sizes by `fractions`."""
+    total = sum(fractions.values())
+    order = np.random.default_rng([seed, 0x5B17]).permutation(len(speakers))
+    counts = {s: max(1, int(round(fractions[s] / total * len(speakers)))) for s in SPLITS}
+    counts["train_unlabelled"] = len(speakers) - sum(counts[s] for s in SPLITS if s != "train_unlabelled")
+    if counts["train_unlabelled"] < 1:
+        raise ValueError(f"{len(speakers)} speakers are too few for four speaker-disjoint splits")
+    out, start = {}, 0
+    for split in SPLITS:
+        out[split] = [speakers[i] for i in order[start : start + counts[split]]]
+        start += counts[split]
+    return out
+
+
+def _synthesize(item: dict, wav_dir: str) -> dict:
+    voice = tts.Voice(item["accent"], item["variant"], item["pitch"], item["rate"])
+    result = tts.synthesizer().synthesize(item["text"], voice)
+    path = pathlib.Path(wav_dir) / item["speaker"] / f"{item['id']}.wav"
+    wd.write_audio(path, result.audio)
+    return {
+        "id": item["id"],
+        "audio": str(path),
+        "duration": round(len(result.audio) / 16000, 4),
+        "text": item["text"],
+        "speaker": item["speaker"],
+        "split": item["split"],
+        "tts_phonemes": [[round(t, 3), p] for t, p in result.phonemes],
+        "tts_words": [round(t, 3) for t in result.words],
+    }
+
+
+def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
+    speakers = make_speakers(cfg.num_speakers, seed, cfg.pitch_range, cfg.rate_range)
+    splits = assign_splits(speakers, dict(cfg.split_fractions), seed)
+    total = int(round(cfg.hours * 3600 / MEAN_SECONDS_PER_UTTERANCE))
+    texts = sentences.assistant_sentences(total, seed)
+    items, start = [], 0
+    for split in SPLITS:
+        n = max(len(splits[split]), int(round(total * cfg.split_fractions[split] / sum(cfg.split_fractions.values()))))
+        for j in range(n):
+            spk = splits[split][j % len(splits[split])]
+            items.append({**spk, "split": split, "text": texts[(start + j) % total],
+                          "id": f"{spk['speaker']}-{split}-{j:06d}"})
+        start += n
+    wd.write_json(out / "speakers.json", {s: v for s, v in splits.items()})
+    records = parallel.map_resumable(
+        functools.partial(_synthesize, wav_dir=str(out / "wav")), items, out / ".parts",
+        workers=workers, chunk_size=64, desc="corpus: synthesising", fresh_process_per_chunk=True)
+    by_split = collections.defaultdict(list)
+    for r in records:
+        by_split[r.pop("split")].append(r)
+    for split in SPLITS:
+        manifest.write_manifest(out / f"{split}.jsonl", by_split[split])
+    parallel.reset(out / ".parts")
+    return summarise(out)
+
+
+def summarise(out: pathlib.Path) -> dict:
+    """Hours, utterances, speakers and vocabulary per split, from the written manifests."""
+    summary = {}
+    for split in SPLITS:
+        records = manifest.read_manifest(out / f"{split}.jsonl")
+        summary[split] = {
+            "hours": round(sum(r["duration"] for r in records) / 3600, 3),
+            "utterances": len(records),
+            "speakers": len({r["speaker"] for r in records}),
+            "words": len({w for r in records for w in r.get("text", "").split()}),
+        }
+    return summary
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `corpus`."""
+    out = workdir / "corpus"
+    cfg = config.corpus
+    if cfg.source == "builtin":
+        return build_builtin(cfg, config.seed, out, config.workers)
+    if cfg.source == "manifest":
+        return user_corpus.import_corpus(cfg, out, config.workers)
+    raise ValueError(f"corpus.source must be 'builtin' or 'manifest', not {cfg.source!r}")

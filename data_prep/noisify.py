@@ -1,0 +1,224 @@
+"""The noisify stage: noisy parallel copies of the clean corpus.
+
+For every utterance: draw 1-3 noise segments and a room, reverberate the speech and each
+noise from its own position in that room, mix at a drawn SNR, and write the result with a
+manifest entry holding the whole recipe (noises with offsets and gains, room, SNR, delay),
+so `render` regenerates the mix bit for bit from the entry alone.
+
+Alignment: the reverberant copy is advanced by the peak of the talker's RIR (the direct
+path, as Kaldi's `wav-reverberate --shift-output` does), so frame t of the noisy copy is
+frame t of the clean one and the teacher's clean-audio targets apply to the student's noisy
+input. tests/test_noisify.py measures the residual lag (GCC-PHAT) and requires <= 1 ms.
+
+Conditions: `train_labelled`, `train_unlabelled`, `dev` (training noise and rooms),
+`test_noisy` (held-out noise), `test_rerecorded` (held-out noise, speech and media played
+through a simulated loudspeaker in rooms disjoint from training, captured with microphone
+self-noise). A test condition can instead point at real recordings (noisify.test_manifests).
+
+Each utterance's draws come from (seed, condition, utterance id) only, so the output does not
+depend on the number of worker processes; finished chunks survive a kill.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import logging
+import pathlib
+
+import numpy as np
+import soundfile
+from scipy import fft, signal
+
+from data_prep import noise as noise_corpus
+from data_prep import rir
+from data_prep import user_corpus
+from tsasr import parallel
+from tsasr import workdir as wd
+from tsasr.audio import io as audio_io
+from tsasr.data import manifest
+
+RATE = 16000
+# condition -> (clean split, noise split, room ranges, loudspeaker playback)
+CONDITIONS = {
+    "train_labelled": ("train_labelled", "train", "rooms", False),
+    "train_unlabelled": ("train_unlabelled", "train", "rooms", False),
+    "dev": ("dev", "train", "rooms", False),
+    "test_noisy": ("test", "test", "rooms", False),
+    "test_rerecorded": ("test", "test", "rerecorded_rooms", True),
+}
+log = logging.getLogger(__name__)
+
+
+def utterance_rng(seed: int, condition: str, utt_id: str) -> np.random.Generator:
+    """The generator for one utterance's draws: a function of the run seed and names only."""
+    digest = hashlib.sha256(f"{condition}/{utt_id}".encode()).digest()
+    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
+
+
+def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: dict, condition: str) -> dict:
+    """Draws everything random about one mix; `render` turns it into audio. `cfg`: noisify config as a dict."""
+    _, _, ranges_name, playback = CONDITIONS[condition]
+    num_noises = int(rng.integers(cfg["num_noises"][0], cfg["num_noises"][1] + 1))
+    weights = np.array([cfg["kind_weights"].get(n["kind"], 0.0) for n in noises], float)
+    if weights.sum() == 0:
+        weights = np.ones(len(noises))
+    samples = int(round(clean["duration"] * RATE))
+    chosen = []
+    for _ in range(num_noises):
+        noise = noises[int(rng.choice(len(noises), p=weights / weights.sum()))]
+        noise_samples = int(round(noise["duration"] * RATE))
+        offset = int(rng.integers(0, max(1, noise_samples - samples)))
+        chosen.append({"id": noise["id"], "audio": noise["audio"], "kind": noise["kind"], "offset": offset,
+                       "level_db": round(float(rng.uniform(*cfg["relative_level_db"])), 3)})
+    recipe = {
+        "noises": chosen,
+        "room": rir.draw_room(rng, cfg[ranges_name], num_noises),
+        "snr_db": round(float(rng.uniform(*(cfg["rerecorded_snr_db"] if playback else cfg["snr_db"]))), 3),
+        "max_order": int(cfg["max_order"]),
+    }
+    if playback:
+        recipe["loudspeaker"] = {
+            "low_hz": round(float(rng.uniform(*cfg["loudspeaker"]["low_hz"])), 1),
+            "high_hz": round(float(rng.uniform(*cfg["loudspeaker"]["high_hz"])), 1),
+            "drive": round(float(rng.uniform(*cfg["loudspeaker"]["drive"])), 3),
+        }
+        recipe["mic_self_noise_db"] = round(float(rng.uniform(*cfg["mic_self_noise_db"])), 3)
+        recipe["mic_noise_seed"] = int(rng.integers(2**31))
+    return recipe
+
+
+def loudspeaker(audio: np.ndarray, low_hz: float, high_hz: float, drive: float) -> np.ndarray:
+    """A small loudspeaker: band-limited (4th-order Butterworth) and mildly non-linear (tanh).
+
+    Zero-phase filtering, so playback adds no delay of its own beyond the room's.
+    """
+    sos = signal.butter(4, [low_hz, high_hz], "bandpass", fs=RATE, output="sos")
+    x = signal.sosfiltfilt(sos, audio, axis=-1)
+    peak = np.max(np.abs(x), axis=-1, keepdims=True) + 1e-12
+    return np.tanh(drive * x / peak) / np.tanh(drive) * peak
+
+
+@functools.lru_cache(maxsize=128)
+def _short_clip(path: str) -> np.ndarray:
+    return audio_io.read_audio(path)
+
+
+def _segment(path: str, offset: int, samples: int) -> np.ndarray:
+    """`samples` samples of a noise file from `offset`, looping the file if it is shorter.
+
+    Clips up to 30 s (the built-in ones) are decoded once per process and kept (at most
+    128 of them, ~250 MB); longer files (MUSAN) are read segment by segment.
+    """
+    with soundfile.SoundFile(path) as f:
+        native = f.samplerate == RATE and f.channels == 1
+        if native and f.frames > 30 * RATE and f.frames - offset >= samples:
+            f.seek(offset)
+            return f.read(samples, dtype="float32")
+    audio = _short_clip(path) if native else audio_io.read_audio(path)
+    if audio.size - offset >= samples:
+        return audio[offset : offset + samples]
+    return np.resize(np.roll(audio, -offset), samples)
+
+
+def render(recipe: dict, clean: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The noisy mix for a recipe; also returns the gains and delay it applied (provenance).
+
+    Each noise is scaled at its source (unit RMS times 10^(level_db/20)), so the room decides
+    how loud it arrives; then the sum of reverberant noises is scaled to the drawn SNR
+    against the reverberant speech. All sources are convolved in one batched real FFT.
+    """
+    samples = clean.size
+    room = recipe["room"]
+    rirs = rir.impulse_responses(room, recipe["max_order"])
+    # Advance by the RIR's peak, as Kaldi's wav-reverberate --shift-output does: the direct
+    # sound, unless coincident reflections (a talker equidistant from floor and ceiling) add
+    # up to more, in which case they dominate what the ear and the features see.
+    delay = int(np.argmax(np.abs(rirs[0])))
+    sources = [clean.astype(np.float32)]
+    for spec in recipe["noises"]:
+        segment = _segment(spec["audio"], spec["offset"], samples)
+        sources.append(segment / (np.sqrt(np.mean(segment**2)) + 1e-12) * 10 ** (spec["level_db"] / 20))
+    if recipe.get("loudspeaker"):
+        sources = list(loudspeaker(np.stack(sources), **recipe["loudspeaker"]))
+    nfft = fft.next_fast_len(samples + rirs.shape[1] - 1, real=True)
+    # One batched float32 FFT for sources and responses (float32 is far below 16-bit PCM resolution).
+    signals = np.zeros((2 * len(sources), nfft), np.float32)
+    for row, source in enumerate(sources):
+        signals[row, :samples] = source
+    signals[len(sources) :, : rirs.shape[1]] = rirs
+    spectra = fft.rfft(signals, axis=-1)
+    spectra = spectra[: len(sources)] * spectra[len(sources) :]
+    wet = fft.irfft(np.stack([spectra[0], spectra[1:].sum(axis=0)]), nfft)[:, delay : delay + samples]
+    speech, noise = wet[0].astype(np.float64), wet[1].astype(np.float64)
+    speech_power = np.mean(speech**2) + 1e-12
+    noise_gain = np.sqrt(speech_power / (np.mean(noise**2) + 1e-12) * 10 ** (-recipe["snr_db"] / 10))
+    mix = speech + noise_gain * noise
+    if "mic_self_noise_db" in recipe:
+        hiss = np.random.default_rng(recipe["mic_noise_seed"]).standard_normal(samples)
+        mix += hiss * np.sqrt(speech_power * 10 ** (-recipe["mic_self_noise_db"] / 10))
+    peak = np.max(np.abs(mix))
+    scale = 0.95 / peak if peak > 0.95 else 1.0  # avoid clipping in 16-bit PCM
+    applied = {"delay_samples": delay, "noise_gain": float(noise_gain), "output_scale": float(scale)}
+    return (mix * scale).astype(np.float32), applied
+
+
+def _mix_one(item: dict, *, seed: int, cfg, noises: list[dict], out_dir: str) -> dict:
+    clean = item["clean"]
+    condition = item["condition"]
+    rng = utterance_rng(seed, condition, clean["id"])
+    recipe = draw_recipe(rng, clean, noises, cfg, condition)
+    audio, applied = render(recipe, audio_io.read_audio(clean["audio"]))
+    utt_id = f"{clean['id']}-{condition}"
+    path = pathlib.Path(out_dir) / condition / clean["speaker"] / f"{utt_id}.wav"
+    wd.write_audio(path, audio)
+    record = {"id": utt_id, "clean_id": clean["id"], "audio": str(path), "duration": clean["duration"],
+              "speaker": clean["speaker"], "condition": condition, "mix": {**recipe, **applied}}
+    if "text" in clean:
+        record["text"] = clean["text"]
+    return record
+
+
+def regenerate(record: dict, clean_audio: np.ndarray) -> np.ndarray:
+    """Re-renders a noisy manifest entry from its recorded recipe (for audits and tests)."""
+    audio, _ = render(record["mix"], clean_audio)
+    return audio
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `noisify`."""
+    cfg = config.noisify
+    out = workdir / "noisy"
+    noise_sets = {split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS}
+    summary = {}
+    for condition, (clean_split, noise_split, _, _) in CONDITIONS.items():
+        user_path = cfg.test_manifests.get(condition.removeprefix("test_"), "") if condition.startswith("test_") else ""
+        if user_path:
+            good, skipped = user_corpus.validate(
+                pathlib.Path(user_path).expanduser(), labelled=True, min_duration=config.corpus.min_duration,
+                alphabet=config.corpus.alphabet, on_bad_input=config.corpus.on_bad_input,
+                parts_dir=out / ".parts" / condition, workers=config.workers, split=condition)
+            for r in good:
+                r.setdefault("condition", condition)
+            manifest.write_manifest(out / f"{condition}.jsonl", good)
+            summary[condition] = {"source": str(user_path), "utterances": len(good), "skipped": dict(skipped)}
+            continue
+        clean = manifest.read_manifest(workdir / "corpus" / f"{clean_split}.jsonl")
+        fn = functools.partial(_mix_one, seed=config.seed, cfg=cfg.to_dict(), noises=noise_sets[noise_split], out_dir=str(out / "wav"))
+        records = parallel.map_resumable(fn, [{"clean": c, "condition": condition} for c in clean],
+                                         out / ".parts" / condition, workers=config.workers, chunk_size=32,
+                                         desc=f"noisify: {condition}")
+        manifest.write_manifest(out / f"{condition}.jsonl", records)
+        summary[condition] = describe(records)
+    parallel.reset(out / ".parts")
+    return summary
+
+
+def describe(records: list[dict]) -> dict:
+    kinds = collections.Counter(n["kind"] for r in records for n in r["mix"]["noises"])
+    snrs = [r["mix"]["snr_db"] for r in records]
+    rt60s = [r["mix"]["room"]["rt60"] for r in records]
+    return {"hours": round(sum(r["duration"] for r in records) / 3600, 3), "utterances": len(records),
+            "noise_kinds": dict(sorted(kinds.items())),
+            "snr_db": [round(min(snrs), 1), round(max(snrs), 1)], "rt60": [round(min(rt60s), 2), round(max(rt60s), 2)]}

@@ -1,0 +1,150 @@
+"""Bring your own corpus: validate a user's JSONL manifests of wav/flac files.
+
+Each line needs `id` and `audio` (absolute, or relative to the manifest), and `text` for
+labelled splits; `speaker` defaults to the id's prefix before the first '-' or '_'. Every
+item is checked: the file exists and is readable, is mono, is not empty nor shorter than
+`min_duration`, has only finite samples, its text uses only the expected alphabet, its id is
+unique. Other sample rates are fine: they are resampled on read (logged once). A bad item
+is named in the log and, with `on_bad_input='skip'`, skipped and counted; with 'stop', the
+stage stops with the same message. Checks run in resumable chunks, so a kill loses nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import logging
+import os
+import pathlib
+import re
+
+import numpy as np
+
+from tsasr import parallel
+from tsasr.audio import io as audio_io
+from tsasr.data import manifest
+
+log = logging.getLogger(__name__)
+
+
+class BadInputError(ValueError):
+    """Raised with on_bad_input='stop': names the item and what is wrong with it."""
+
+
+def _raw_records(path: pathlib.Path) -> list[dict]:
+    if not path.exists():
+        raise BadInputError(f"{path}: manifest not found")
+    base = path.parent.resolve()
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BadInputError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            if not isinstance(record, dict) or "id" not in record or "audio" not in record:
+                raise BadInputError(f"{path}:{number}: each line needs an object with 'id' and 'audio'")
+            if not os.path.isabs(record["audio"]):
+                record["audio"] = str(base / record["audio"])
+            record["_where"] = f"{path.name}:{number}"
+            out.append(record)
+    return out
+
+
+def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: str) -> dict:
+    """Returns {'record': cleaned record} or {'error': reason} for one manifest line."""
+    name = f"utterance {record['id']!r} ({record['_where']})"
+    try:
+        info = audio_io.audio_info(record["audio"])
+        if info.channels != 1:
+            return {"error": f"{name}: {record['audio']} has {info.channels} channels; tsasr needs mono", "reason": "multichannel"}
+        audio = audio_io.read_audio(record["audio"])
+    except audio_io.AudioError as err:
+        reason = "missing" if "not found" in str(err) else "empty" if "empty" in str(err) else (
+            "non_finite" if "NaN" in str(err) else "unreadable")
+        return {"error": f"{name}: {err}", "reason": reason}
+    duration = len(audio) / audio_io.SAMPLE_RATE
+    if duration < min_duration:
+        return {"error": f"{name}: {duration:.3f} s is shorter than corpus.min_duration={min_duration} s", "reason": "too_short"}
+    if np.max(np.abs(audio)) == 0.0:
+        return {"error": f"{name}: audio is all zeros", "reason": "empty"}
+    text = record.get("text")
+    if labelled:
+        if not isinstance(text, str) or not text.strip():
+            return {"error": f"{name}: labelled split needs a non-empty 'text'", "reason": "no_text"}
+    if isinstance(text, str):
+        text = " ".join(text.lower().split())
+        bad = sorted(set(re.sub(alphabet, "", text)))
+        if bad:
+            return {"error": f"{name}: text has characters outside the alphabet: {''.join(bad)!r}", "reason": "bad_characters"}
+    speaker = record.get("speaker") or re.split(r"[-_]", record["id"], maxsplit=1)[0]
+    out = {k: v for k, v in record.items() if not k.startswith("_")}
+    out.update(duration=round(duration, 4), speaker=speaker, sample_rate=info.samplerate)
+    if text is not None:
+        out["text"] = text
+    return {"record": out}
+
+
+def validate(path: pathlib.Path, *, labelled: bool, min_duration: float, alphabet: str, on_bad_input: str,
+             parts_dir: pathlib.Path, workers: int, split: str) -> tuple[list[dict], collections.Counter]:
+    """Checks every line of a user manifest; returns the good records and counts of skips by reason."""
+    if on_bad_input not in ("skip", "stop"):
+        raise ValueError(f"on_bad_input must be 'skip' or 'stop', not {on_bad_input!r}")
+    raw = _raw_records(path)
+    seen, unique = set(), []
+    skipped = collections.Counter()
+    for record in raw:
+        if record["id"] in seen:
+            message = f"{path}: duplicate utterance id {record['id']!r} ({record['_where']})"
+            if on_bad_input == "stop":
+                raise BadInputError(message)
+            log.warning("skipping: %s", message)
+            skipped["duplicate_id"] += 1
+            continue
+        seen.add(record["id"])
+        unique.append(record)
+    fn = functools.partial(check_item, labelled=labelled, min_duration=min_duration, alphabet=alphabet)
+    results = parallel.map_resumable(fn, unique, parts_dir, workers=workers, chunk_size=64, desc=f"checking {split}")
+    good = []
+    for result in results:
+        if "error" in result:
+            if on_bad_input == "stop":
+                raise BadInputError(result["error"] + " (set corpus.on_bad_input='skip' to skip such items)")
+            log.warning("skipping: %s", result["error"])
+            skipped[result["reason"]] += 1
+        else:
+            good.append(result["record"])
+    rates = collections.Counter(r["sample_rate"] for r in good)
+    for rate, n in rates.items():
+        if rate != audio_io.SAMPLE_RATE:
+            log.info("%s: %d files at %d Hz will be resampled to 16 kHz on read", split, n, rate)
+    return good, skipped
+
+
+def import_corpus(cfg, out: pathlib.Path, workers: int) -> dict:
+    """Runner stage `corpus` with corpus.source='manifest'."""
+    from data_prep.corpus import SPLITS, summarise
+
+    summary_skips = {}
+    for split in SPLITS:
+        path = cfg.manifests.get(split)
+        if not path:
+            raise BadInputError(f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})")
+        good, skipped = validate(
+            pathlib.Path(path).expanduser(), labelled=split != "train_unlabelled", min_duration=cfg.min_duration,
+            alphabet=cfg.alphabet, on_bad_input=cfg.on_bad_input, parts_dir=out / ".parts" / split,
+            workers=workers, split=split)
+        if not good:
+            raise BadInputError(f"{path}: no usable utterances in split {split}")
+        manifest.write_manifest(out / f"{split}.jsonl", good)
+        summary_skips[split] = dict(skipped)
+        if skipped:
+            log.warning("%s: skipped %d items: %s", split, sum(skipped.values()), dict(skipped))
+    parallel.reset(out / ".parts")
+    summary = summarise(out)
+    for split, skips in summary_skips.items():
+        summary[split]["skipped"] = skips
+    return summary

@@ -1,0 +1,30 @@
+"""Shared fixtures: one tiny built-in corpus, noise set and noisy data per test session."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tsasr import config as config_lib
+from tsasr import pipeline
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENT = ROOT / "experiments" / "top20_T2.py"
+
+
+def tiny_config(**overrides):
+    config = config_lib.experiment_config(EXPERIMENT, tiny_run=True,
+                                          overrides=[f"{k}={v}" for k, v in overrides.items()])
+    with config.unlocked():
+        config.workers = 2
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, object]:
+    """A workdir with corpus, noise and noisy data made by the runner's stages on the tiny config."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    config = tiny_config()
+    pipeline.run_stages(config, workdir, until="noisify")
+    return workdir, config

@@ -1,0 +1,55 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tsasr import config as config_lib
+from tsasr import run
+
+from conftest import EXPERIMENT, ROOT
+
+
+def test_experiment_config_is_locked_and_named():
+    config = config_lib.experiment_config(EXPERIMENT)
+    assert config.name == "top20_T2"
+    with pytest.raises(AttributeError):
+        config.new_field = 1
+
+
+def test_overrides_are_parsed_to_the_field_type():
+    config = config_lib.experiment_config(EXPERIMENT, overrides=[
+        "--config.corpus.hours=2", "--config.noisify.snr_db=(5, 15)", "--config.corpus.source=manifest",
+        "--config.seed=7"])
+    assert config.corpus.hours == 2.0 and isinstance(config.corpus.hours, float)
+    assert config.noisify.snr_db == (5.0, 15.0)
+    assert config.corpus.source == "manifest"
+    assert config.seed == 7
+
+
+def test_unknown_override_fails_with_suggestion():
+    with pytest.raises(KeyError, match="did you mean noisify.snr_db"):
+        config_lib.experiment_config(EXPERIMENT, overrides=["--config.noisify.snr_dB=3"])
+    with pytest.raises(ValueError, match="cannot parse .abc. as int"):
+        config_lib.experiment_config(EXPERIMENT, overrides=["--config.seed=abc"])
+
+
+def test_runner_rejects_typo_with_exit_code_2(capsys, tmp_path):
+    assert run.main([str(EXPERIMENT), "--workdir", str(tmp_path), "--config.corpus.hourz=1"]) == 2
+    assert "unknown config field 'corpus.hourz'" in capsys.readouterr().err
+
+
+def test_tiny_shrinks_the_corpus():
+    assert config_lib.experiment_config(EXPERIMENT, tiny_run=True).corpus.hours < 0.1
+
+
+def test_cli_writes_config_json_and_stops_where_told(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tsasr.run", str(EXPERIMENT), "--tiny", "--until", "noise",
+                          "--workdir", str(tmp_path), "--config.workers=1", "--config.noise.train_minutes=0.2",
+                          "--config.noise.test_minutes=0.2", "--config.corpus.hours=0.01"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["noise"]["train_minutes"] == 0.2 and saved["name"] == "top20_T2"
+    assert (tmp_path / "noise" / "train.jsonl").exists()
+    assert not (tmp_path / "noisy").exists()

@@ -1,0 +1,109 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+
+from data_prep import user_corpus
+from tsasr import config as config_lib
+from tsasr.audio import io as audio_io
+from tsasr.data import manifest
+
+
+def _tone(seconds, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+@pytest.fixture
+def user_data(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    soundfile.write(d / "good.wav", _tone(1.0), 16000)
+    soundfile.write(d / "good.flac", _tone(1.2), 16000)
+    soundfile.write(d / "rate44k.wav", _tone(1.0, 44100), 44100)
+    soundfile.write(d / "stereo.wav", np.stack([_tone(1.0)] * 2, axis=1), 16000)
+    soundfile.write(d / "short.wav", _tone(0.1), 16000)
+    soundfile.write(d / "empty.wav", np.zeros(0, np.float32), 16000)
+    nan = _tone(1.0)
+    nan[100] = np.nan
+    soundfile.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
+    (d / "garbage.wav").write_bytes(b"not a wav file at all")
+    lines = [
+        {"id": "a-1", "audio": "good.wav", "text": "Turn ON the lights"},
+        {"id": "a-2", "audio": "good.flac", "text": "play jazz", "speaker": "alice"},
+        {"id": "a-3", "audio": "rate44k.wav", "text": "call mom"},
+        {"id": "b-1", "audio": "stereo.wav", "text": "hello"},
+        {"id": "b-2", "audio": "short.wav", "text": "hi"},
+        {"id": "b-3", "audio": "empty.wav", "text": "hi"},
+        {"id": "b-4", "audio": "nan.wav", "text": "hi"},
+        {"id": "b-5", "audio": "missing.wav", "text": "hi"},
+        {"id": "b-6", "audio": "garbage.wav", "text": "hi"},
+        {"id": "b-7", "audio": "good.wav", "text": "café au lait"},
+        {"id": "a-1", "audio": "good.wav", "text": "duplicate"},
+    ]
+    path = d / "train.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def _validate(path, tmp_path, policy="skip"):
+    return user_corpus.validate(path, labelled=True, min_duration=0.3, alphabet="[a-z' ]", on_bad_input=policy,
+                                parts_dir=tmp_path / "parts", workers=1, split="train_labelled")
+
+
+def test_bad_items_are_named_counted_and_skipped(user_data, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        good, skipped = _validate(user_data, tmp_path)
+    assert [r["id"] for r in good] == ["a-1", "a-2", "a-3"]
+    assert good[0]["text"] == "turn on the lights"
+    assert good[0]["speaker"] == "a" and good[1]["speaker"] == "alice"
+    assert good[2]["sample_rate"] == 44100 and abs(good[2]["duration"] - 1.0) < 1e-3
+    assert dict(skipped) == {"multichannel": 1, "too_short": 1, "empty": 1, "non_finite": 1, "missing": 1,
+                             "unreadable": 1, "bad_characters": 1, "duplicate_id": 1}
+    for name in ("'b-1'", "'b-2'", "'b-4'", "'b-5'", "'b-7'", "duplicate utterance id 'a-1'"):
+        assert name in caplog.text
+
+
+def test_stop_policy_names_the_first_bad_item(user_data, tmp_path):
+    with pytest.raises(user_corpus.BadInputError, match="duplicate utterance id 'a-1'"):
+        _validate(user_data, tmp_path, policy="stop")
+    lines = [json.loads(x) for x in user_data.read_text().splitlines()][:-1]
+    user_data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(user_corpus.BadInputError, match=r"utterance 'b-1' \(train.jsonl:4\).*2 channels"):
+        _validate(user_data, tmp_path / "again", policy="stop")
+
+
+def test_other_rates_are_resampled_on_read_and_logged_once(user_data, caplog):
+    audio_io._note_resampling.cache_clear()
+    path = user_data.parent / "rate44k.wav"
+    with caplog.at_level(logging.INFO):
+        first = audio_io.read_audio(path)
+        audio_io.read_audio(path)
+    assert first.dtype == np.float32 and abs(first.size - 16000) <= 1
+    assert caplog.text.count("resampling audio recorded at 44100 Hz") == 1
+    spectrum = np.abs(np.fft.rfft(first))
+    assert abs(np.argmax(spectrum) * 16000 / first.size - 220) < 2
+
+
+def test_manifest_corpus_through_the_stage(user_data, tmp_path):
+    config = config_lib.base_config()
+    config.corpus.source = "manifest"
+    for split in ("train_labelled", "train_unlabelled", "dev", "test"):
+        config.corpus.manifests[split] = str(user_data)
+    config.workers = 1
+    from data_prep import corpus
+    summary = corpus.run(config, tmp_path / "work")
+    assert summary["test"]["utterances"] == 3
+    assert summary["test"]["skipped"]["multichannel"] == 1
+    records = manifest.read_manifest(tmp_path / "work" / "corpus" / "dev.jsonl")
+    assert records[0]["audio"] == str(user_data.parent / "good.wav")
+
+
+def test_missing_manifest_setting_is_a_clear_error(tmp_path):
+    config = config_lib.base_config()
+    config.corpus.source = "manifest"
+    from data_prep import corpus
+    with pytest.raises(user_corpus.BadInputError, match="corpus.manifests.train_labelled is not set"):
+        corpus.run(config, tmp_path)

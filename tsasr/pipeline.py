@@ -1,0 +1,111 @@
+"""The recipe as a chain of stages, each skipped when its marker matches.
+
+A stage is a function `(config, workdir) -> summary`; it reads what upstream stages wrote and
+writes its outputs (atomically) under the workdir. Its key hashes the config sections it
+reads, its code version and the keys of the stages it depends on, so changing a field redoes
+the stages that read it and everything downstream, and nothing else. A stage whose key
+changed starts from clean output directories; one that was killed resumes from the chunks
+it finished (its outputs are still keyed by the same stage key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import shutil
+import time
+from typing import Callable
+
+import ml_collections
+
+from tsasr import workdir as wd
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[ml_collections.ConfigDict, pathlib.Path], dict]
+    config_keys: tuple[str, ...]  # top-level config sections (or fields) the stage reads
+    deps: tuple[str, ...] = ()  # upstream stages whose outputs it reads
+    outputs: tuple[str, ...] = ()  # workdir subdirectories it owns
+    version: int = 1  # bump when the stage's outputs change for the same config
+
+
+def _corpus(config, workdir):
+    from data_prep import corpus
+    return corpus.run(config, workdir)
+
+
+def _noise(config, workdir):
+    from data_prep import noise
+    return noise.run(config, workdir)
+
+
+def _noisify(config, workdir):
+    from data_prep import noisify
+    return noisify.run(config, workdir)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
+    Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
+    Stage("noisify", _noisify, ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
+          deps=("corpus", "noise"), outputs=("noisy",)),
+)
+
+
+def _select(config: ml_collections.ConfigDict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+
+
+def stage_keys(config: ml_collections.ConfigDict, stages=STAGES) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for stage in stages:
+        keys[stage.name] = wd.fingerprint({
+            "config": {k: _select(config, k) for k in stage.config_keys},
+            "deps": {d: keys[d] for d in stage.deps},
+            "version": stage.version,
+        })
+    return keys
+
+
+def run_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=STAGES,
+               until: str | None = None) -> dict[str, dict]:
+    """Runs (or skips) every stage in order; returns {stage: {'status', 'seconds', 'summary'}}."""
+    workdir = pathlib.Path(workdir)
+    keys = stage_keys(config, stages)
+    report = {}
+    for stage in stages:
+        key = keys[stage.name]
+        marker = wd.read_marker(workdir, stage.name)
+        if marker and marker.get("key") == key:
+            log.info("stage %-10s up to date (key %s), skipped", stage.name, key)
+            report[stage.name] = {"status": "skipped", "seconds": 0.0, "summary": marker["summary"]}
+        else:
+            started = wd.read_marker(workdir, f"{stage.name}.started")
+            if started is None or started.get("key") != key:
+                # Outputs from another key (or an unknown one) are stale: start clean.
+                for sub in stage.outputs:
+                    if (workdir / sub).exists():
+                        shutil.rmtree(workdir / sub)
+                wd.write_marker(workdir, f"{stage.name}.started", key, {})
+            else:
+                log.info("stage %-10s resuming an interrupted run", stage.name)
+            wd.clear_marker(workdir, stage.name)
+            log.info("stage %-10s running", stage.name)
+            t0 = time.perf_counter()
+            summary = stage.run(config, workdir)
+            seconds = time.perf_counter() - t0
+            wd.write_marker(workdir, stage.name, key, summary)
+            wd.clear_marker(workdir, f"{stage.name}.started")
+            log.info("stage %-10s done in %.1f s", stage.name, seconds)
+            report[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "summary": summary}
+        if stage.name == until:
+            break
+    return report

@@ -1,0 +1,73 @@
+"""`python -m tsasr.run EXPERIMENT.py [--workdir DIR] [--tiny] [--until STAGE] [--config.a.b=value ...]`
+
+Thin entry point: parse, load the experiment, write config.json, run the stages, print what
+they made. The work is in tsasr.pipeline and the stage modules, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import sys
+
+from tsasr import config as config_lib
+from tsasr import parallel, pipeline
+from tsasr import workdir as wd
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m tsasr.run", description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="experiment file with get_config(), e.g. experiments/top20_T2.py")
+    parser.add_argument("--workdir", help="output directory (default: runs/<experiment name>)")
+    parser.add_argument("--tiny", action="store_true", help="shrink everything for a ~2 minute smoke run")
+    parser.add_argument("--until", choices=[s.name for s in pipeline.STAGES], help="stop after this stage")
+    args, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if not a.startswith("--config.")]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)} (config overrides look like --config.section.field=value)")
+    return args, rest
+
+
+def setup_logging(workdir: pathlib.Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(workdir / "run.log")):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def format_report(report: dict) -> str:
+    lines = []
+    for stage, info in report.items():
+        lines.append(f"{stage:<10} {info['status']:<8} {info['seconds']:>7.1f} s")
+        summary = info["summary"]
+        for part, values in summary.items():
+            lines.append(f"    {part:<18} {json.dumps(values, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = config_lib.experiment_config(args.experiment, tiny_run=args.tiny, overrides=overrides)
+    except (KeyError, ValueError, TypeError, FileNotFoundError, AttributeError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else "")))
+    if config.workers <= 0:
+        with config.unlocked():
+            config.workers = parallel.default_workers()
+    setup_logging(workdir)
+    wd.write_json(workdir / "config.json", config.to_dict())
+    logging.getLogger("tsasr").info("experiment %s -> %s", args.experiment, workdir)
+    report = pipeline.run_stages(config, workdir, until=args.until)
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
