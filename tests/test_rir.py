@@ -21,6 +21,22 @@ def test_early_part_matches_pyroomacoustics():
             assert np.argmax(np.abs(ours[k])) == np.argmax(np.abs(ref))
 
 
+def test_image_sources_match_pyroomacoustics():
+    for room in _rooms(3):
+        absorption, _ = pra.inverse_sabine(room["rt60"], room["dimensions"])
+        shoebox = pra.ShoeBox(room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=3,
+                              air_absorption=False)
+        shoebox.add_source(room["talker"])
+        shoebox.add_microphone(room["microphone"])
+        shoebox.image_source_model()
+        ref_images, ref_damping = shoebox.sources[0].images, shoebox.sources[0].damping[0]
+        images, damping = rir.image_sources(room["dimensions"], room["talker"], 3, absorption)
+        assert images.shape == ref_images.shape
+        key = lambda imgs: np.lexsort(np.round(imgs, 6))  # noqa: E731
+        np.testing.assert_allclose(images[:, key(images)], ref_images[:, key(ref_images)], atol=1e-9)
+        np.testing.assert_allclose(damping[key(images)], ref_damping[key(ref_images)], rtol=1e-6)  # pra: float32
+
+
 def test_direct_path_is_where_predicted():
     for room in _rooms(5):
         h = rir.impulse_responses(room, 3)
