@@ -16,6 +16,8 @@ import types
 
 import ml_collections
 
+from tsasr.hmm import config as hmm_config
+
 
 def base_config() -> ml_collections.ConfigDict:
     """The paper's recipe on the built-in corpus (DESIGN.md), sized for a 2-core CPU."""
@@ -67,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     nz.mic_self_noise_db = (30.0, 45.0)  # re-recorded test: speech-to-microphone-self-noise ratio
     nz.test_manifests = ml_collections.ConfigDict(  # real recordings for a test condition instead of simulation
         {"noisy": "", "rerecorded": ""})
+
+    c.hmm = hmm_config.hmm_config()  # lexicon, GMM-HMM bootstrap, senone tree, LM (tsasr/hmm/config.py)
+    c.decode = hmm_config.decode_config()  # WFST decoding and scoring (tsasr/hmm/config.py)
     return c
 
 
@@ -77,6 +82,8 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     config.noise.train_minutes = 1.0
     config.noise.test_minutes = 0.5
     config.noise.clip_seconds = 10.0
+    config.hmm.update(hmm_config.hmm_config_tiny())
+    config.decode.update(hmm_config.decode_config_tiny())
 
 
 def load_experiment(path: str | pathlib.Path) -> types.ModuleType:

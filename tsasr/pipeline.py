@@ -49,11 +49,29 @@ def _noisify(config, workdir):
     return noisify.run(config, workdir)
 
 
+def _align(config, workdir):
+    from tsasr.hmm import stages
+    return stages.align(config, workdir)
+
+
+def _graph(config, workdir):
+    from tsasr.hmm import stages
+    return stages.graph(config, workdir)
+
+
+def _gmm(config, workdir):
+    from tsasr.hmm import stages
+    return stages.gmm_baseline(config, workdir)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
     Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
     Stage("noisify", _noisify, ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
           deps=("corpus", "noise"), outputs=("noisy",)),
+    Stage("align", _align, ("hmm",), deps=("corpus",), outputs=("lang", "align")),
+    Stage("graph", _graph, ("hmm",), deps=("align",), outputs=("graph",)),
+    Stage("gmm", _gmm, ("hmm.gmm_baseline", "decode"), deps=("align", "graph", "noisify"), outputs=("decode/gmm",)),
 )
 
 
