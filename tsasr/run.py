@@ -15,6 +15,7 @@ import sys
 from tsasr import config as config_lib
 from tsasr import parallel, pipeline
 from tsasr import workdir as wd
+from tsasr.report import write_report
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tsasr").info("experiment %s -> %s", args.experiment, workdir)
     report = pipeline.run_stages(config, workdir, until=args.until)
     print(format_report(report))
+    table = write_report(workdir)
+    print(f"\nresults ({workdir / 'results.md'}):\n{table}")
     return 0
 
 
