@@ -17,6 +17,7 @@ import types
 import ml_collections
 
 from tsasr.hmm import config as hmm_config
+from tsasr.train import config as train_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -72,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.hmm = hmm_config.hmm_config()  # lexicon, GMM-HMM bootstrap, senone tree, LM (tsasr/hmm/config.py)
     c.decode = hmm_config.decode_config()  # WFST decoding and scoring (tsasr/hmm/config.py)
+
+    c.teacher = train_config.ce_config()  # teacher frame-level CE on clean labelled data (tsasr/train/teacher.py)
+    c.student = train_config.student_config()  # soft labels and the student (tsasr/distill)
     return c
 
 
@@ -84,6 +88,17 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     config.noise.clip_seconds = 10.0
     config.hmm.update(hmm_config.hmm_config_tiny())
     config.decode.update(hmm_config.decode_config_tiny())
+    config.teacher.model.update({"hidden": 128, "num_layers": 3, "dilations": (0, 1, 0)})
+    config.teacher.batch_size = 8
+    config.teacher.train.num_steps = 60
+    config.teacher.train.checkpoint_every = 30
+    config.teacher.train.log_every = 10
+    config.student.model.update(config.teacher.model.to_dict())
+    config.student.batch_size = 8
+    config.student.label_shards = 2
+    config.student.train.num_steps = 60
+    config.student.train.checkpoint_every = 30
+    config.student.train.log_every = 10
 
 
 def load_experiment(path: str | pathlib.Path) -> types.ModuleType:

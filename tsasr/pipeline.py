@@ -64,6 +64,21 @@ def _gmm(config, workdir):
     return stages.gmm_baseline(config, workdir)
 
 
+def _teacher_ce(config, workdir):
+    from tsasr.train import teacher
+    return teacher.run(config, workdir)
+
+
+def _label(config, workdir):
+    from tsasr.distill import label
+    return label.run(config, workdir)
+
+
+def _student_ce(config, workdir):
+    from tsasr.distill import student
+    return student.run(config, workdir)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
     Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
@@ -72,6 +87,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("align", _align, ("hmm",), deps=("corpus",), outputs=("lang", "align")),
     Stage("graph", _graph, ("hmm",), deps=("align",), outputs=("graph",)),
     Stage("gmm", _gmm, ("hmm.gmm_baseline", "decode"), deps=("align", "graph", "noisify"), outputs=("decode/gmm",)),
+    Stage("teacher_ce", _teacher_ce, ("seed", "teacher", "decode"), deps=("align", "graph", "gmm", "noisify"),
+          outputs=("teacher_ce", "decode/teacher_ce")),
+    Stage("label", _label, ("student.teacher", "student.label_top_k", "student.label_shards"), deps=("teacher_ce",),
+          outputs=("labels",)),
+    Stage("student_ce", _student_ce, ("seed", "student", "decode"), deps=("label", "noisify", "teacher_ce"),
+          outputs=("student_ce", "decode/student_ce")),
 )
 
 

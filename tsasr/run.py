@@ -39,6 +39,9 @@ def setup_logging(workdir: pathlib.Path) -> None:
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(workdir / "run.log")):
         handler.setFormatter(fmt)
         root.addHandler(handler)
+    # orbax and jax narrate every checkpoint and backend probe through absl at INFO.
+    for name in ("absl", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def format_report(report: dict) -> str:

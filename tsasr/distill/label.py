@@ -1,0 +1,93 @@
+"""Runner stage `label`: the frozen teacher soft-labels the clean training audio.
+
+For every utterance of train_labelled and train_unlabelled (clean), the teacher's logits
+are computed and reduced to the top-k senones inside the same jitted forward pass
+(jax.lax.top_k), so only [frames, k] leaves the device. Stored by tsasr.distill.soft_labels
+at k = student.label_top_k, the largest k any student of the experiment uses; every
+smaller k and any temperature are derived when read. Shards are labelled one at a time
+and written atomically: a killed run redoes only unfinished shards, and with several
+processes, process p labels the shards i with i % processes == p.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tsasr.distill import soft_labels as sl
+from tsasr.train import acoustic
+
+SPLITS = ("corpus/train_labelled.jsonl", "corpus/train_unlabelled.jsonl")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _top_k_forward(model, k: int):
+    def forward(params, features, paddings):
+        logits, _ = model.apply({"params": params}, features, paddings, train=False)
+        top_logits, top_ids = jax.lax.top_k(logits.astype(jnp.float32), k)  # sorted, highest first
+        return top_ids, top_logits
+    return jax.jit(forward)
+
+
+def label_features(model, params, features: dict[str, np.ndarray], k: int, batch: int = 16, bucket: int = 256):
+    """{utt: (ids [frames, k], logits [frames, k])} from the teacher, padded batches."""
+    forward = _top_k_forward(model, k)
+    ids_sorted = sorted(features, key=lambda u: len(features[u]))
+    out = {}
+    for start in range(0, len(ids_sorted), batch):
+        chunk = ids_sorted[start : start + batch]
+        length = -(-max(len(features[u]) for u in chunk) // bucket) * bucket
+        x = np.zeros((batch, length, features[chunk[0]].shape[1]), np.float32)
+        pad = np.ones((batch, length), np.float32)
+        for row, u in enumerate(chunk):
+            x[row, : len(features[u])] = features[u]
+            pad[row, : len(features[u])] = 0.0
+        top_ids, top_logits = jax.device_get(forward(params, x, pad))
+        for row, u in enumerate(chunk):
+            out[u] = (top_ids[row, : len(features[u])], top_logits[row, : len(features[u])])
+    return out
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `label`."""
+    cfg = config.student
+    workdir = pathlib.Path(workdir)
+    out = workdir / "labels"
+    model, params, norm = acoustic.load_system(workdir, cfg.teacher)
+    num_senones = model.config.num_senones
+    k = cfg.label_top_k
+    if not isinstance(k, int) or not 1 <= k <= num_senones:
+        raise ValueError(f"student.label_top_k={k!r} must be an integer in [1, {num_senones}] (the senone count)")
+    records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
+    shards: dict[int, list[dict]] = {}
+    for r in records:
+        shards.setdefault(sl.shard_of(r["id"], cfg.label_shards), []).append(r)
+    started, frames, done_before = time.perf_counter(), 0, 0
+    for index in range(cfg.label_shards):
+        if index % jax.process_count() != jax.process_index():
+            continue
+        if sl.shard_done(out, index):
+            done_before += 1
+            continue
+        members = shards.get(index, [])
+        writer = sl.ShardWriter(out, index, k, num_senones)
+        if members:
+            features = acoustic.normalise(acoustic.compute_features(members, f"label: shard {index}"), norm)
+            for utt, (ids, logits) in label_features(model, params, features, k).items():
+                writer.add(utt, ids, logits)
+                frames += len(ids)
+        writer.close()
+    if done_before:
+        log.info("label: %d shards were already done (resumed)", done_before)
+    index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": cfg.teacher})
+    size = sum((out / f"{sl.shard_name(i)}.bin").stat().st_size for i in range(cfg.label_shards))
+    total_frames = sum(v["frames"] for v in index["shards"].values())
+    return {"teacher": cfg.teacher, "k": k, "utterances": len(index["utterances"]), "frames": total_frames,
+            "bytes_per_frame": round(size / max(total_frames, 1), 2), "seconds": round(time.perf_counter() - started, 1)}
