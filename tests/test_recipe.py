@@ -1,0 +1,63 @@
+"""The recipe end to end on the tiny corpus: alignments -> teacher -> soft labels -> student."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tsasr import pipeline
+from tsasr.distill import soft_labels as sl
+from tsasr.train import acoustic
+
+
+@pytest.fixture(scope="module")
+def recipe(tiny_run):
+    workdir, config = tiny_run
+    report = pipeline.run_stages(config, workdir, until="student_ce")
+    return workdir, config, report
+
+
+def test_every_system_is_scored_on_every_condition(recipe):
+    workdir, _, report = recipe
+    results = json.loads((workdir / "results.json").read_text())
+    for system in ("gmm", "teacher_ce", "student_ce"):
+        assert set(results["systems"][system]["wer"]) == {"clean", "noisy", "rerecorded"}, system
+    assert set(results["relative_to_teacher"]["student_ce"]) == {"clean", "noisy", "rerecorded"}
+    student = results["systems"]["student_ce"]
+    assert set(student["ci"]) == {"clean", "noisy", "rerecorded"}
+    for low, high in student["ci"].values():
+        assert 0 <= low <= high
+    for condition in ("clean", "noisy"):
+        hyps = json.loads((workdir / "decode" / "student_ce" / f"{condition}.json").read_text())
+        assert len(hyps) == len(acoustic.read(workdir, acoustic.CONDITIONS[condition]))
+
+
+def test_student_learns_the_soft_labels(recipe):
+    workdir, config, report = recipe
+    summary = report["student_ce"]["summary"]
+    rows = [json.loads(line) for line in (workdir / "student_ce" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    # An untrained (uniform) student scores log(num_senones) on any soft targets.
+    assert summary["heldout_loss"] < 0.9 * math.log(summary["num_senones"])
+    assert summary["top_k"] == config.student.top_k and summary["temperature"] == config.student.temperature
+
+
+def test_soft_labels_cover_every_clean_training_utterance(recipe):
+    workdir, config, _ = recipe
+    reader = sl.SoftLabelReader(workdir / "labels")
+    assert reader.k == config.student.label_top_k
+    records = acoustic.read(workdir, "corpus/train_labelled.jsonl") + acoustic.read(workdir, "corpus/train_unlabelled.jsonl")
+    assert len(reader) == len(records)
+    record = records[0]
+    ids, probs = reader.targets(record["id"], 20, 2.0)
+    frames = 1 + (int(round(record["duration"] * 16000)) - 400) // 160
+    assert ids.shape == probs.shape == (frames, 20)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(np.diff(reader.raw(record["id"])[1], axis=1) <= 0)  # sorted by teacher logit
+
+
+def test_rerun_skips_the_whole_recipe(recipe):
+    workdir, config, _ = recipe
+    report = pipeline.run_stages(config, workdir, until="student_ce")
+    assert all(v["status"] == "skipped" for v in report.values())
