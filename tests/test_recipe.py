@@ -1,4 +1,5 @@
-"""The recipe end to end on the tiny corpus: alignments -> teacher -> soft labels -> student."""
+"""The recipe end to end on the tiny corpus: alignments -> teacher CE -> teacher LF-MMI ->
+soft labels -> student CE -> student LF-MMI, every system decoded and scored."""
 
 import json
 import math
@@ -14,14 +15,14 @@ from tsasr.train import acoustic
 @pytest.fixture(scope="module")
 def recipe(tiny_run):
     workdir, config = tiny_run
-    report = pipeline.run_stages(config, workdir, until="student_ce")
+    report = pipeline.run_stages(config, workdir, until="student_seq")
     return workdir, config, report
 
 
 def test_every_system_is_scored_on_every_condition(recipe):
     workdir, _, report = recipe
     results = json.loads((workdir / "results.json").read_text())
-    for system in ("gmm", "teacher_ce", "student_ce"):
+    for system in ("gmm", "teacher_ce", "teacher_seq", "student_ce", "student_seq"):
         assert set(results["systems"][system]["wer"]) == {"clean", "noisy", "rerecorded"}, system
     assert set(results["relative_to_teacher"]["student_ce"]) == {"clean", "noisy", "rerecorded"}
     student = results["systems"]["student_ce"]
@@ -59,5 +60,19 @@ def test_soft_labels_cover_every_clean_training_utterance(recipe):
 
 def test_rerun_skips_the_whole_recipe(recipe):
     workdir, config, _ = recipe
-    report = pipeline.run_stages(config, workdir, until="student_ce")
+    report = pipeline.run_stages(config, workdir, until="student_seq")
     assert all(v["status"] == "skipped" for v in report.values())
+
+
+def test_sequence_training_starts_from_ce_and_runs_lfmmi(recipe):
+    workdir, config, report = recipe
+    for name, init in (("teacher_seq", "teacher_ce"), ("student_seq", "student_ce")):
+        summary = report[name]["summary"]
+        assert summary["init"] == init and summary["den_states"] > 100
+        rows = [json.loads(line) for line in (workdir / name / "metrics.jsonl").read_text().splitlines()]
+        assert rows and all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+        # Starting from the CE params (not from scratch): frame accuracy is far above chance.
+        assert rows[0]["frame_accuracy"] > 10.0 / summary.get("num_senones", 250)
+    results = json.loads((workdir / "results.json").read_text())
+    # once it exists, the sequence-trained teacher is the reference of every relative change
+    assert results["relative_to_teacher"]["teacher_seq"] == {c: 0.0 for c in ("clean", "noisy", "rerecorded")}

@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.teacher = train_config.ce_config()  # teacher frame-level CE on clean labelled data (tsasr/train/teacher.py)
     c.student = train_config.student_config()  # soft labels and the student (tsasr/distill)
+    c.sequence = train_config.sequence_config()  # LF-MMI for teacher and student (tsasr/train/sequence.py)
     return c
 
 
@@ -99,6 +100,11 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     config.student.train.num_steps = 60
     config.student.train.checkpoint_every = 30
     config.student.train.log_every = 10
+    config.sequence.batch_size = 8
+    config.sequence.den_order = 3
+    config.sequence.train.num_steps = 10
+    config.sequence.train.checkpoint_every = 10
+    config.sequence.train.log_every = 5
 
 
 def load_experiment(path: str | pathlib.Path) -> types.ModuleType:

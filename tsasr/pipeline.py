@@ -79,6 +79,16 @@ def _student_ce(config, workdir):
     return student.run(config, workdir)
 
 
+def _teacher_seq(config, workdir):
+    from tsasr.train import sequence
+    return sequence.run_teacher(config, workdir)
+
+
+def _student_seq(config, workdir):
+    from tsasr.train import sequence
+    return sequence.run_student(config, workdir)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
     Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
@@ -89,10 +99,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("gmm", _gmm, ("hmm.gmm_baseline", "decode"), deps=("align", "graph", "noisify"), outputs=("decode/gmm",)),
     Stage("teacher_ce", _teacher_ce, ("seed", "teacher", "decode"), deps=("align", "graph", "gmm", "noisify"),
           outputs=("teacher_ce", "decode/teacher_ce")),
-    Stage("label", _label, ("student.teacher", "student.label_top_k", "student.label_shards"), deps=("teacher_ce",),
-          outputs=("labels",)),
-    Stage("student_ce", _student_ce, ("seed", "student", "decode"), deps=("label", "noisify", "teacher_ce"),
+    Stage("teacher_seq", _teacher_seq, ("seed", "sequence", "decode"), deps=("teacher_ce",),
+          outputs=("teacher_seq", "decode/teacher_seq")),
+    Stage("label", _label, ("student.teacher", "student.label_top_k", "student.label_shards"),
+          deps=("teacher_ce", "teacher_seq"), outputs=("labels",)),
+    Stage("student_ce", _student_ce, ("seed", "student", "decode"), deps=("label", "noisify", "teacher_seq"),
           outputs=("student_ce", "decode/student_ce")),
+    Stage("student_seq", _student_seq, ("seed", "sequence", "decode"), deps=("student_ce", "teacher_seq"),
+          outputs=("student_seq", "decode/student_seq")),
 )
 
 

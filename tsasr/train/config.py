@@ -74,3 +74,24 @@ def student_config() -> ml_collections.ConfigDict:
     c.temperature = 2.0  # T: targets are softmax(teacher logits[:k'] / T)
     c.train.num_steps = 300  # ~3 epochs of the default corpus's noisy training data
     return c
+
+
+def sequence_config() -> ml_collections.ConfigDict:
+    """Lattice-free MMI fine-tuning of the CE teacher and student (tsasr/train/sequence.py)."""
+    c = ml_collections.ConfigDict()
+    c.den_order = 4  # phone n-gram order of the denominator graph
+    c.den_extra_histories = 500  # histories kept beyond those of order < 3 (Kaldi chain's pruning)
+    c.tolerance = 5  # frames a phone boundary of the alignment may move in the numerator
+    c.leaky_hmm_coefficient = 0.1  # Kaldi chain's --leaky-hmm-coefficient
+    c.l2_regularize = 5e-4  # L2 on the chain output
+    c.xent_regularize = 0.1  # cross-entropy towards the numerator occupancies
+    c.acoustic_scale = 0.1  # chain output = scale * (log posterior - log prior): the decoder's score
+    c.batch_size = 16  # utterances per global batch
+    c.bucket_boundaries = (256, 512)  # padded lengths in frames
+    c.train = train_config()  # steps, optimizer, checkpoints (fine-tuning: small learning rate)
+    c.train.num_steps = 60
+    c.train.checkpoint_every = 30
+    c.train.log_every = 10
+    c.train.optimizer.learning_rate = 2e-4
+    c.train.optimizer.warmup_steps = 5
+    return c

@@ -49,7 +49,8 @@ def _write_config(workdir: str, config, model) -> None:
 
 
 def train(config, model, batches_fn: Callable[[int], Iterator[dict]], workdir: str, *,
-          mesh=None, after_step: Callable[[int], None] | None = None):
+          mesh=None, after_step: Callable[[int], None] | None = None,
+          loss_fn: Callable | None = None):
   """Trains `model` and returns the final TrainState.
 
   Args:
@@ -62,6 +63,8 @@ def train(config, model, batches_fn: Callable[[int], Iterator[dict]], workdir: s
     mesh: device mesh; default all devices on one data axis.
     after_step: called with the step number after each step is dispatched (tests use it
       to crash a run at a known point).
+    loss_fn: `(params, batch, rng, train) -> (loss, (accuracy, num_frames))` replacing
+      the default frame/soft-target CE (sequence training passes LF-MMI here).
   """
   os.makedirs(workdir, exist_ok=True)
   _write_config(workdir, config, model)
@@ -89,7 +92,7 @@ def train(config, model, batches_fn: Callable[[int], Iterator[dict]], workdir: s
            type(model).__name__, num_params, start_step, config.num_steps,
            mesh.devices.size)
 
-  loss_fn = step_lib.make_loss_fn(
+  loss_fn = loss_fn or step_lib.make_loss_fn(
       model, model.config.subsampling, step_lib.compute_dtype(config.compute_dtype),
       config.soft_top_k, config.soft_temperature)
   train_step = step_lib.jit_train_step(

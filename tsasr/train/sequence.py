@@ -1,0 +1,143 @@
+"""Runner stages `teacher_seq` and `student_seq`: lattice-free MMI from the CE checkpoints.
+
+Read top to bottom: denominator graph (a phone n-gram from the training alignments,
+expanded with the HMM topology and the senone tree) -> numerators (each alignment with
++-tolerance frames at phone boundaries) -> batches -> LF-MMI steps from the CE params ->
+decode. The network's chain output is the decoder's own score,
+    y = acoustic_scale * (log softmax(logits) - log prior),
+so sequence training optimises exactly what decoding uses. The teacher trains on clean
+labelled audio; the student on the noisy copies of the same utterances (its input
+domain) with the clean alignments. Utterances with no numerator path are skipped and
+counted by the loss (tsasr.losses.lfmmi), never turned into NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tsasr import workdir as wd
+from tsasr.data import batching
+from tsasr.hmm import den_graph
+from tsasr.hmm import tree as tree_lib
+from tsasr.losses import fsa as fsa_lib
+from tsasr.losses import lfmmi
+from tsasr.train import acoustic
+from tsasr.train import loop
+
+NUM_FIELDS = ("src", "dst", "label", "log_weight", "start", "final")
+log = logging.getLogger(__name__)
+
+
+def phone_starts(phones: np.ndarray) -> list[int]:
+    """First frame of each phone segment of a per-frame phone alignment."""
+    return [0] + (np.flatnonzero(np.diff(phones) != 0) + 1).tolist()
+
+
+def numerators(ids: list[str], senones, phones, tolerance: int) -> dict[str, tuple]:
+    return {u: fsa_lib.alignment_numerator(senones[u], phone_starts(phones[u]), tolerance) for u in ids}
+
+
+def denominator(workdir: pathlib.Path, train_ids: list[str], phones, cfg) -> fsa_lib.Fsa:
+    tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
+    sequences = []
+    for u in train_ids:
+        p = phones[u]
+        sequences.append(p[np.asarray(phone_starts(p))].tolist())
+    return den_graph.denominator_graph(sequences, tree, order=cfg.den_order,
+                                       num_extra_histories=cfg.den_extra_histories)
+
+
+def with_numerators(batches, table: dict[str, tuple], process_index: int = 0):
+    """Adds the numerators of each batch's rows, padded to the bucket: `num_<field>` arrays
+    [batch, ...] and `num_allowed` [batch, frames, states]. Filler rows get a one-state
+    numerator that no frame reaches (the loss skips them)."""
+    filler = fsa_lib.alignment_numerator(np.zeros(1, np.int64), [0], 0)
+    for batch in batches:
+        length = batch["features"].shape[1]
+        rows = batch["features"].shape[0]
+        ids = list(batch["ids"][process_index * rows : (process_index + 1) * rows])
+        stacked, allowed = fsa_lib.stack_numerators([table.get(u, filler) for u in ids], length,
+                                                    num_states=length + 1, num_arcs=2 * length + 2)
+        for name in NUM_FIELDS:
+            batch[f"num_{name}"] = np.asarray(getattr(stacked, name))
+        batch["num_allowed"] = allowed
+        yield batch
+
+
+def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg):
+    leak = jnp.asarray(fsa_lib.initial_log_probs(den), jnp.float32)
+    den = den.astype(np.float32)
+    den = fsa_lib.Fsa(*(jnp.asarray(getattr(den, f)) for f in NUM_FIELDS))
+    log_priors = jnp.asarray(log_priors, jnp.float32)
+
+    def loss_fn(params, batch, rng, train=True):
+        logits, paddings = model.apply({"params": params}, batch["features"], batch["feature_paddings"],
+                                       train=train, rngs={"dropout": rng})
+        logits = logits.astype(jnp.float32)
+        outputs = cfg.acoustic_scale * (jax.nn.log_softmax(logits, axis=-1) - log_priors)
+        numerator = fsa_lib.Fsa(*(batch[f"num_{f}"] for f in NUM_FIELDS))
+        loss, m = lfmmi.lfmmi_loss(
+            outputs, paddings, numerator, den, numerator_allowed=batch["num_allowed"], den_leak_log_probs=leak,
+            leaky_hmm_coefficient=cfg.leaky_hmm_coefficient, l2_regularize=cfg.l2_regularize,
+            xent_logits=logits, xent_regularize=cfg.xent_regularize)
+        mask = 1.0 - paddings
+        correct = (jnp.argmax(logits, -1) == batch["senones"]).astype(jnp.float32)
+        accuracy = jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return loss, (accuracy, m["frames"])
+
+    return loss_fn
+
+
+def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records: list[dict], reference: str) -> dict:
+    """LF-MMI training of the system `init` on `records` (noisy copies use their clean alignment)."""
+    cfg = config.sequence
+    workdir = pathlib.Path(workdir)
+    senones = np.load(workdir / "align" / "senones.npz")
+    phones = np.load(workdir / "align" / "phones.npz")
+    aligned = [r for r in records if r.get("clean_id", r["id"]) in senones.files]
+    key = {r["id"]: r.get("clean_id", r["id"]) for r in aligned}
+    model, params, norm = acoustic.load_system(workdir, init)
+    del params  # the loop restores them from the init checkpoint (and resumes its own)
+    features = acoustic.normalise(acoustic.compute_features(aligned, f"{name}: features"), norm)
+    den = denominator(workdir, sorted(set(key.values())), phones, cfg)
+    table = {u: fsa_lib.alignment_numerator(senones[c], phone_starts(phones[c]), cfg.tolerance) for u, c in key.items()}
+    examples = [{"id": u, "features": features[u], "senones": senones[c]} for u, c in key.items()]
+    log_priors = np.log(np.maximum(np.load(workdir / "align" / "priors.npy"), config.decode.prior_floor))
+    out = workdir / name
+    wd.write_json(out / "model.json", json.loads((workdir / init / "model.json").read_text()))
+    wd.write_json(out / "norm.json", norm)
+    train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
+    train_cfg.seed = int(config.seed)
+    train_cfg.feature_dim = len(norm["mean"])
+    train_cfg.init_checkpoint = str(workdir / init / "checkpoints")
+    batcher = batching.Batcher(examples, batching.BatchingConfig(
+        batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed)),
+        jax.process_index(), jax.process_count())
+    state = loop.train(train_cfg, model, lambda start: with_numerators(batcher(start), table, jax.process_index()),
+                       str(out), loss_fn=make_loss_fn(model, den, log_priors, cfg))
+    summary = {"utterances": len(examples), "init": init, "den_states": den.num_states, "den_arcs": den.num_arcs,
+               "steps": int(train_cfg.num_steps), "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2)}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if rows:
+        summary["loss_first_last"] = [round(rows[0]["loss"], 4), round(rows[-1]["loss"], 4)]
+    summary["wer"] = acoustic.decode_conditions(workdir, name, model, state.params, norm, config, reference=reference)
+    return summary
+
+
+def run_teacher(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `teacher_seq`: the CE teacher, sequence-trained on the clean labelled data."""
+    records = acoustic.read(workdir, "corpus/train_labelled.jsonl")
+    return train_sequence(config, workdir, "teacher_seq", "teacher_ce", records, reference="teacher_ce")
+
+
+def run_student(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `student_seq`: the CE student, sequence-trained on the noisy labelled data."""
+    records = acoustic.read(workdir, "noisy/train_labelled.jsonl")
+    return train_sequence(config, workdir, "student_seq", "student_ce", records, reference="teacher_seq")
