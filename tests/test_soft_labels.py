@@ -125,3 +125,15 @@ def test_bad_teacher_output_is_rejected(tmp_path):
         w.add("u", np.zeros((3, 2), int), np.array([[0, np.nan]] * 3))
     with pytest.raises(sl.SoftLabelError, match=r"outside \[0, 10\)"):
         w.add("u", np.full((3, 2), 10), np.zeros((3, 2)))
+
+
+def test_host_top_k_matches_lax_top_k():
+    import jax
+
+    from tsasr.distill import label
+
+    logits = np.random.default_rng(3).standard_normal((2, 50, 300)).astype(np.float32)
+    for k in (1, 20, 300):
+        ids, values = label.host_top_k(logits, k)
+        ref_values, ref_ids = jax.lax.top_k(logits, k)
+        assert np.array_equal(ids, np.asarray(ref_ids)) and np.array_equal(values, np.asarray(ref_values))

@@ -102,9 +102,14 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     config.student.train.log_every = 10
     config.sequence.batch_size = 8
     config.sequence.den_order = 3
-    config.sequence.train.num_steps = 10
-    config.sequence.train.checkpoint_every = 10
-    config.sequence.train.log_every = 5
+    config.sequence.train.num_steps = 6
+    config.sequence.train.checkpoint_every = 6
+    config.sequence.train.log_every = 3
+    for section in (config.teacher, config.student, config.sequence):
+        section.bucket_boundaries = (256,)  # one compiled step per stage
+    config.decode.beam = 11.0
+    config.decode.max_active = 2000
+    config.decode.bootstrap_replications = 200
 
 
 def load_experiment(path: str | pathlib.Path) -> types.ModuleType:

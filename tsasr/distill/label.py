@@ -28,17 +28,34 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _top_k_forward(model, k: int):
+def _top_k_forward(model, k: int, on_device: bool):
     def forward(params, features, paddings):
         logits, _ = model.apply({"params": params}, features, paddings, train=False)
+        if not on_device:
+            return logits.astype(jnp.float32)
         top_logits, top_ids = jax.lax.top_k(logits.astype(jnp.float32), k)  # sorted, highest first
         return top_ids, top_logits
     return jax.jit(forward)
 
 
+def host_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, logits) [..., k] sorted highest first, by argpartition: O(senones) per frame."""
+    part = np.argpartition(-logits, k - 1, axis=-1)[..., :k] if k < logits.shape[-1] else np.argsort(-logits, axis=-1)
+    values = np.take_along_axis(logits, part, axis=-1)
+    order = np.argsort(-values, axis=-1, kind="stable")
+    return np.take_along_axis(part, order, axis=-1), np.take_along_axis(values, order, axis=-1)
+
+
 def label_features(model, params, features: dict[str, np.ndarray], k: int, batch: int = 16, bucket: int = 256):
-    """{utt: (ids [frames, k], logits [frames, k])} from the teacher, padded batches."""
-    forward = _top_k_forward(model, k)
+    """{utt: (ids [frames, k], logits [frames, k])} from the teacher, padded batches.
+
+    On GPU/TPU the top-k runs inside the jitted forward, so only [frames, k] leaves the
+    device. On CPU the device is the host and XLA's TopK sorts every row (measured 37 us a
+    frame at 800 senones, as long as the teacher's forward pass), so the logits are taken
+    as they are and numpy's argpartition (14 us) selects the top k.
+    """
+    on_device = jax.default_backend() != "cpu"
+    forward = _top_k_forward(model, k, on_device)
     ids_sorted = sorted(features, key=lambda u: len(features[u]))
     out = {}
     for start in range(0, len(ids_sorted), batch):
@@ -49,7 +66,10 @@ def label_features(model, params, features: dict[str, np.ndarray], k: int, batch
         for row, u in enumerate(chunk):
             x[row, : len(features[u])] = features[u]
             pad[row, : len(features[u])] = 0.0
-        top_ids, top_logits = jax.device_get(forward(params, x, pad))
+        if on_device:
+            top_ids, top_logits = jax.device_get(forward(params, x, pad))
+        else:
+            top_ids, top_logits = host_top_k(np.asarray(forward(params, x, pad)), k)
         for row, u in enumerate(chunk):
             out[u] = (top_ids[row, : len(features[u])], top_logits[row, : len(features[u])])
     return out
