@@ -76,3 +76,10 @@ def test_sequence_training_starts_from_ce_and_runs_lfmmi(recipe):
     results = json.loads((workdir / "results.json").read_text())
     # once it exists, the sequence-trained teacher is the reference of every relative change
     assert results["relative_to_teacher"]["teacher_seq"] == {c: 0.0 for c in ("clean", "noisy", "rerecorded")}
+
+
+def test_baselines_are_off_unless_asked_for(recipe):
+    workdir, config, _ = recipe
+    report = pipeline.run_stages(config, workdir, until="multicondition_seq")
+    for name in ("multicondition_ce", "multicondition_seq"):
+        assert report[name]["summary"] == {"skipped": "baselines.multicondition is false"}

@@ -89,6 +89,16 @@ def _student_seq(config, workdir):
     return sequence.run_student(config, workdir)
 
 
+def _multicondition_ce(config, workdir):
+    from tsasr.train import teacher
+    return teacher.run_multicondition(config, workdir)
+
+
+def _multicondition_seq(config, workdir):
+    from tsasr.train import sequence
+    return sequence.run_multicondition(config, workdir)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
     Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
@@ -107,6 +117,10 @@ STAGES: tuple[Stage, ...] = (
           outputs=("student_ce", "decode/student_ce")),
     Stage("student_seq", _student_seq, ("seed", "sequence", "decode"), deps=("student_ce", "teacher_seq"),
           outputs=("student_seq", "decode/student_seq")),
+    Stage("multicondition_ce", _multicondition_ce, ("seed", "baselines", "teacher", "decode"),
+          deps=("align", "graph", "noisify", "teacher_ce"), outputs=("multicondition_ce", "decode/multicondition_ce")),
+    Stage("multicondition_seq", _multicondition_seq, ("seed", "baselines", "sequence", "decode"),
+          deps=("multicondition_ce", "teacher_seq"), outputs=("multicondition_seq", "decode/multicondition_seq")),
 )
 
 

@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(workdir)
     wd.write_json(workdir / "config.json", config.to_dict())
     logging.getLogger("tsasr").info("experiment %s -> %s", args.experiment, workdir)
-    report = pipeline.run_stages(config, workdir, until=args.until)
+    until = args.until or config.get("until") or None
+    if until and until not in {s.name for s in pipeline.STAGES}:
+        print(f"error: config.until={until!r} is not a stage", file=sys.stderr)
+        return 2
+    report = pipeline.run_stages(config, workdir, until=until)
     print(format_report(report))
     table = write_report(workdir)
     print(f"\nresults ({workdir / 'results.md'}):\n{table}")

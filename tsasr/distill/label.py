@@ -82,9 +82,10 @@ def run(config, workdir: pathlib.Path) -> dict:
     out = workdir / "labels"
     model, params, norm = acoustic.load_system(workdir, cfg.teacher)
     num_senones = model.config.num_senones
-    k = cfg.label_top_k
+    k = cfg.label_top_k or num_senones  # 0 = every senone: dense targets, the k = S baseline
     if not isinstance(k, int) or not 1 <= k <= num_senones:
-        raise ValueError(f"student.label_top_k={k!r} must be an integer in [1, {num_senones}] (the senone count)")
+        raise ValueError(f"student.label_top_k={k!r} must be an integer in [1, {num_senones}] (the senone count), "
+                         "or 0 for all senones")
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
     shards: dict[int, list[dict]] = {}
     for r in records:

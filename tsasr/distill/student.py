@@ -44,9 +44,10 @@ def run(config, workdir: pathlib.Path) -> dict:
     norm = acoustic.normalisation({r["id"]: features[r["id"]] for r in train})
     features = acoustic.normalise(features, norm)
     held = [r for r in records if trainer.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
-    examples = soft_examples(train, features, reader, cfg.top_k, cfg.temperature)
-    heldout_examples = soft_examples(held, features, reader, cfg.top_k, cfg.temperature)
+    top_k = cfg.top_k or reader.num_senones  # 0 = every senone (dense targets)
+    examples = soft_examples(train, features, reader, top_k, cfg.temperature)
+    heldout_examples = soft_examples(held, features, reader, top_k, cfg.temperature)
     summary = trainer.fit(config, cfg, workdir, "student_ce", examples, heldout_examples, reader.num_senones, norm,
-                          soft_top_k=cfg.top_k, temperature=cfg.temperature, reference=cfg.teacher)
-    summary.update(top_k=cfg.top_k, temperature=cfg.temperature, teacher=cfg.teacher)
+                          soft_top_k=top_k, temperature=cfg.temperature, reference=cfg.teacher)
+    summary.update(top_k=top_k, temperature=cfg.temperature, teacher=cfg.teacher)
     return summary

@@ -68,9 +68,9 @@ def student_config() -> ml_collections.ConfigDict:
     """Soft labels from the teacher, and the student trained on them (tsasr/distill)."""
     c = ce_config()
     c.teacher = "teacher_ce"  # the trained stage that labels (its checkpoint is loaded read-only)
-    c.label_top_k = 40  # k stored per frame: the largest k any student derives from these labels
+    c.label_top_k = 40  # k stored per frame: the largest k any student derives from these labels; 0 = all senones
     c.label_shards = 8  # soft-label shards (hosts label disjoint shards; a kill redoes unfinished ones)
-    c.top_k = 20  # k' <= label_top_k teacher senones kept per frame for this student
+    c.top_k = 20  # k' <= label_top_k teacher senones kept per frame for this student; 0 = all (dense)
     c.temperature = 2.0  # T: targets are softmax(teacher logits[:k'] / T)
     c.train.num_steps = 300  # ~3 epochs of the default corpus's noisy training data
     return c
@@ -94,4 +94,11 @@ def sequence_config() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.optimizer.learning_rate = 2e-4
     c.train.optimizer.warmup_steps = 5
+    return c
+
+
+def baselines_config() -> ml_collections.ConfigDict:
+    """Systems beside the recipe, trained only when switched on."""
+    c = ml_collections.ConfigDict()
+    c.multicondition = False  # the teacher's recipe (CE + LF-MMI) on the noisy labelled data, no distillation
     return c

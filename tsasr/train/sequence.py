@@ -141,3 +141,11 @@ def run_student(config, workdir: pathlib.Path) -> dict:
     """Runner stage `student_seq`: the CE student, sequence-trained on the noisy labelled data."""
     records = acoustic.read(workdir, "noisy/train_labelled.jsonl")
     return train_sequence(config, workdir, "student_seq", "student_ce", records, reference="teacher_seq")
+
+
+def run_multicondition(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `multicondition_seq` (off unless baselines.multicondition is set)."""
+    if not config.baselines.multicondition:
+        return {"skipped": "baselines.multicondition is false"}
+    records = acoustic.read(workdir, "noisy/train_labelled.jsonl")
+    return train_sequence(config, workdir, "multicondition_seq", "multicondition_ce", records, reference="teacher_seq")

@@ -79,6 +79,16 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
     return fit(config, cfg, workdir, name, examples[False], examples[True], num_senones, norm, reference=reference)
 
 
+def run_multicondition(config, workdir: pathlib.Path) -> dict:
+    """Runner stage `multicondition_ce`: the teacher's recipe on the noisy labelled data
+    (clean alignments), the fair comparison without distillation. Off unless
+    baselines.multicondition is set."""
+    if not config.baselines.multicondition:
+        return {"skipped": "baselines.multicondition is false"}
+    records = acoustic.read(workdir, "noisy/train_labelled.jsonl")
+    return train_frame_ce(config, config.teacher, workdir, "multicondition_ce", records, reference="teacher_ce")
+
+
 def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `teacher_ce`."""
     records = acoustic.read(workdir, "corpus/train_labelled.jsonl")

@@ -1,0 +1,31 @@
+import pathlib
+
+import pytest
+
+from tsasr import config as config_lib
+from tsasr import pipeline
+
+EXPERIMENTS = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_files_load_locked_and_document_themselves(path):
+    config = config_lib.experiment_config(path)
+    assert config.name == path.stem
+    with pytest.raises(AttributeError):
+        config.not_a_field = 1
+    doc = config_lib.load_experiment(path).__doc__
+    assert f"python -m tsasr.run experiments/{path.name}" in doc and "Runtime:" in doc
+    assert config.until in ("",) + tuple(s.name for s in pipeline.STAGES)
+
+
+def test_variants_change_only_what_they_name():
+    base = config_lib.experiment_config(EXPERIMENTS[0].parent / "top20_T2.py").to_dict()
+    hard = config_lib.experiment_config(EXPERIMENTS[0].parent / "hard_labels_k1.py").to_dict()
+    changed = {k for k in base if base[k] != hard[k]}
+    assert changed == {"name", "student"}
+    assert {k for k in base["student"] if base["student"][k] != hard["student"][k]} == {"top_k", "temperature"}
+    keys = pipeline.stage_keys(config_lib.experiment_config(EXPERIMENTS[0].parent / "top20_T2.py"))
+    hard_keys = pipeline.stage_keys(config_lib.experiment_config(EXPERIMENTS[0].parent / "hard_labels_k1.py"))
+    # a k/T variant shares every upstream stage, labels included, and redoes only the students
+    assert {s for s in keys if keys[s] != hard_keys[s]} == {"student_ce", "student_seq"}
