@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import pathlib
 import shutil
+import sys
 import time
 from typing import Callable
 
@@ -32,6 +33,7 @@ class Stage:
     deps: tuple[str, ...] = ()  # upstream stages whose outputs it reads
     outputs: tuple[str, ...] = ()  # workdir subdirectories it owns
     version: int = 1  # bump when the stage's outputs change for the same config
+    all_processes: bool = False  # multi-host: every process runs it (training); else process 0, then a barrier
 
 
 def _corpus(config, workdir):
@@ -108,20 +110,33 @@ STAGES: tuple[Stage, ...] = (
     Stage("graph", _graph, ("hmm",), deps=("align",), outputs=("graph",)),
     Stage("gmm", _gmm, ("hmm.gmm_baseline", "decode"), deps=("align", "graph", "noisify"), outputs=("decode/gmm",)),
     Stage("teacher_ce", _teacher_ce, ("seed", "teacher", "decode"), deps=("align", "graph", "gmm", "noisify"),
-          outputs=("teacher_ce", "decode/teacher_ce")),
+          outputs=("teacher_ce", "decode/teacher_ce"), all_processes=True),
     Stage("teacher_seq", _teacher_seq, ("seed", "sequence", "decode"), deps=("teacher_ce",),
-          outputs=("teacher_seq", "decode/teacher_seq")),
+          outputs=("teacher_seq", "decode/teacher_seq"), all_processes=True),
     Stage("label", _label, ("student.teacher", "student.label_top_k", "student.label_shards"),
-          deps=("teacher_ce", "teacher_seq"), outputs=("labels",)),
+          deps=("teacher_ce", "teacher_seq"), outputs=("labels",), all_processes=True),
     Stage("student_ce", _student_ce, ("seed", "student", "decode"), deps=("label", "noisify", "teacher_seq"),
-          outputs=("student_ce", "decode/student_ce")),
+          outputs=("student_ce", "decode/student_ce"), all_processes=True),
     Stage("student_seq", _student_seq, ("seed", "sequence", "decode"), deps=("student_ce", "teacher_seq"),
-          outputs=("student_seq", "decode/student_seq")),
+          outputs=("student_seq", "decode/student_seq"), all_processes=True),
     Stage("multicondition_ce", _multicondition_ce, ("seed", "baselines", "teacher", "decode"),
-          deps=("align", "graph", "noisify", "teacher_ce"), outputs=("multicondition_ce", "decode/multicondition_ce")),
+          deps=("align", "graph", "noisify", "teacher_ce"), outputs=("multicondition_ce", "decode/multicondition_ce"), all_processes=True),
     Stage("multicondition_seq", _multicondition_seq, ("seed", "baselines", "sequence", "decode"),
-          deps=("multicondition_ce", "teacher_seq"), outputs=("multicondition_seq", "decode/multicondition_seq")),
+          deps=("multicondition_ce", "teacher_seq"), outputs=("multicondition_seq", "decode/multicondition_seq"), all_processes=True),
 )
+
+
+def _processes() -> tuple[int, int]:
+    """(process index, process count); (0, 1) unless a multi-host run initialised JAX."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def _barrier(name: str) -> None:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _select(config: ml_collections.ConfigDict, dotted: str):
@@ -148,9 +163,17 @@ def run_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=
     workdir = pathlib.Path(workdir)
     keys = stage_keys(config, stages)
     report = {}
+    index, count = _processes()
     for stage in stages:
         key = keys[stage.name]
         marker = wd.read_marker(workdir, stage.name)
+        if count > 1 and not stage.all_processes and index != 0:
+            _barrier(f"stage {stage.name}")  # process 0 runs host-side stages on the shared workdir
+            marker = wd.read_marker(workdir, stage.name) or {"summary": {}}
+            report[stage.name] = {"status": "process 0", "seconds": 0.0, "summary": marker["summary"]}
+            if stage.name == until:
+                break
+            continue
         if marker and marker.get("key") == key:
             log.info("stage %-10s up to date (key %s), skipped", stage.name, key)
             report[stage.name] = {"status": "skipped", "seconds": 0.0, "summary": marker["summary"]}
@@ -173,6 +196,8 @@ def run_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=
             wd.clear_marker(workdir, f"{stage.name}.started")
             log.info("stage %-10s done in %.1f s", stage.name, seconds)
             report[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "summary": summary}
+        if count > 1 and not stage.all_processes:
+            _barrier(f"stage {stage.name}")
         if stage.name == until:
             break
     return report

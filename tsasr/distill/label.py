@@ -107,6 +107,9 @@ def run(config, workdir: pathlib.Path) -> dict:
         writer.close()
     if done_before:
         log.info("label: %d shards were already done (resumed)", done_before)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("label: every shard written")
     index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": cfg.teacher})
     size = sum((out / f"{sl.shard_name(i)}.bin").stat().st_size for i in range(cfg.label_shards))
     total_frames = sum(v["frames"] for v in index["shards"].values())

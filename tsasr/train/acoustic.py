@@ -138,7 +138,8 @@ def decode_conditions(workdir: pathlib.Path, system: str, model, params, norm: d
         result = scoring.wer(refs, hyps)
         result["not_final"] = len(partial)
         wers[condition], details[condition] = result["wer"], result
-        wd.write_json(workdir / "decode" / system / f"{condition}.json", hyps)
+        if jax.process_index() == 0:  # every process decodes; one writes
+            wd.write_json(workdir / "decode" / system / f"{condition}.json", hyps)
         ref_path = workdir / "decode" / (reference or "") / f"{condition}.json"
         if reference and ref_path.exists():
             compared = scoring.compare(refs, json.loads(ref_path.read_text()), hyps,
@@ -149,7 +150,8 @@ def decode_conditions(workdir: pathlib.Path, system: str, model, params, norm: d
     extra = {"details": details}
     if ci:
         extra.update(ci=ci, p_better_than={reference: p_better})
-    results_lib.update_results(workdir, system, wers, extra)
+    if jax.process_index() == 0:
+        results_lib.update_results(workdir, system, wers, extra)
     return wers
 
 
