@@ -1,8 +1,10 @@
 """Decoder speed: real-time factor of FasterDecoder on one core, and the graph size.
 
-Usage: python bench/decode.py [WORKDIR]
+Usage: python bench/decode.py [WORKDIR [ACOUSTIC_SCALE BEAM]]
 With a WORKDIR that has run the `align` and `graph` stages, decodes its clean test set
-with the triphone GMM's scores (scoring time excluded: only the search is timed).
+with the triphone GMM's scores (scoring time excluded: only the search is timed), at
+acoustic scale 0.1 and beam 13 unless given (the `gmm` stage uses its tuned scale and
+decode.gmm_beam).
 Without one, builds a small graph and random-walk scores so the search has real work.
 Prints one JSON object.
 """
@@ -56,13 +58,16 @@ def main():
   else:
     scores, graph = _synthetic_scores()
     source = "synthetic"
+  scale = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
+  beam = float(sys.argv[3]) if len(sys.argv) > 3 else 13.0
   frames = sum(len(s) for s in scores.values())
   start = time.perf_counter()
-  decoder_lib.decode(scores, graph, acoustic_scale=0.1)
+  decoder_lib.decode(scores, graph, acoustic_scale=scale, beam=beam)
   seconds = time.perf_counter() - start
   audio_seconds = frames * 0.01
   print(json.dumps({"rtf": seconds / audio_seconds, "decode_seconds": seconds,
                     "audio_seconds": audio_seconds, "utterances": len(scores),
+                    "acoustic_scale": scale, "beam": beam,
                     "graph": decoder_lib.graph_size(graph), "source": source}))
 
 

@@ -17,7 +17,6 @@ import functools
 import threading
 
 import numpy as np
-from scipy import signal
 
 import espeakng_loader
 
@@ -138,6 +137,8 @@ class Synthesizer:
                 raise RuntimeError(f"espeak_Synth failed with status {status} on {text!r}")
             raw = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
             events = self._events
+        from scipy import signal  # here, not at import: G2P users need no scipy (seconds to import)
+
         audio = signal.resample_poly(raw.astype(np.float32) / 32768.0, 320, 441).astype(np.float32)
         np.clip(audio, -1.0, 1.0, out=audio)
         phonemes = [(ms / 1000.0, name) for kind, ms, name in events if kind == _EVENT_PHONEME]

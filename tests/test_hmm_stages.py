@@ -3,6 +3,7 @@
 import json
 import pathlib
 import random
+import shutil
 
 import ml_collections
 import numpy as np
@@ -69,6 +70,20 @@ def test_align_and_graph_stages(tmp_path):
     assert senones[record["id"]].max() < summary["num_senones"]
   tree = json.loads((tmp_path / "align" / "tree.json").read_text())
   assert tree["num_senones"] == summary["num_senones"]
+
+  # Two realignment workers give the same alignments, tree and model.
+  other = tmp_path / "two_workers"
+  shutil.copytree(tmp_path / "corpus", other / "corpus")
+  config.workers = 2
+  stages.align(config, other)
+  config.workers = 1
+  other_senones = np.load(other / "align" / "senones.npz")
+  assert sorted(other_senones.files) == sorted(senones.files)
+  for utt in senones.files:
+    np.testing.assert_array_equal(other_senones[utt], senones[utt])
+  assert (other / "align" / "tree.json").read_text() == (tmp_path / "align" / "tree.json").read_text()
+  assert (other / "align" / "tri_gmm.kaldi").read_bytes() == \
+      (tmp_path / "align" / "tri_gmm.kaldi").read_bytes()
 
   stages.graph(config, tmp_path)
   assert (tmp_path / "graph" / "HCLG.fst").exists()

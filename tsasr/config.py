@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "base"  # experiment name; the default workdir is runs/<name>
     c.seed = 0  # one seed for every random draw of the run (corpus, mixes, init, shuffling)
-    c.workers = 0  # data-preparation processes; 0 = one per available core (outputs never depend on it)
+    c.workers = 0  # processes for data preparation, alignment and decoding; 0 = one per core (outputs never depend on it)
 
     c.corpus = corpus = ml_collections.ConfigDict()
     corpus.source = "builtin"  # 'builtin' (espeak-ng voice-assistant corpus) or 'manifest' (your own)
@@ -77,6 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher = train_config.ce_config()  # teacher frame-level CE on clean labelled data (tsasr/train/teacher.py)
     c.student = train_config.student_config()  # soft labels and the student (tsasr/distill)
     c.sequence = train_config.sequence_config()  # LF-MMI for teacher and student (tsasr/train/sequence.py)
+    c.baselines = train_config.baselines_config()  # systems beside the recipe (off by default)
+    c.until = ""  # last stage to run ('' = all); the command line's --until wins
     return c
 
 

@@ -90,16 +90,23 @@ def from_arcs(arcs: Arcs) -> kaldifst.StdVectorFst:
 
 def linear_path(lattice) -> list[tuple[int, int]]:
   """(ilabel, olabel) of every arc of a linear FST such as a decoder's best path, in
-  order from the start state."""
-  arcs = to_arcs(lattice)
-  next_arc = {int(s): i for i, s in enumerate(arcs.src.tolist())}
-  path, state = [], arcs.start
-  for _ in range(len(arcs.src)):
-    i = next_arc.get(state)
-    if i is None:
+  order from the start state (weights are not parsed: this runs once per alignment)."""
+  next_arc = {}
+  start = None
+  for line in str(lattice).splitlines():
+    fields = line.split(None, 4)
+    if len(fields) >= 4:
+      source = int(fields[0])
+      if start is None:
+        start = source
+      next_arc[source] = (int(fields[1]), int(fields[2]), int(fields[3]))
+  path, state = [], start
+  for _ in range(len(next_arc)):
+    arc = next_arc.get(state)
+    if arc is None:
       break
-    path.append((int(arcs.ilabel[i]), int(arcs.olabel[i])))
-    state = int(arcs.dst[i])
+    path.append((arc[1], arc[2]))
+    state = arc[0]
   return path
 
 

@@ -216,10 +216,15 @@ def build_hclg(lexicon: Lexicon, grammar: kaldifst.StdVectorFst, context: Contex
 
 @dataclasses.dataclass
 class AlignmentGraph:
-  """One utterance's alignment graph; its outputs index `windows` (phones in context)."""
+  """One utterance's alignment graph; its outputs index `windows` (phones in context).
+
+  Its input labels are compact: label l stands for senone pdfs[l - 1], so the aligner
+  scores only the few dozen senones the transcript can reach, not the whole inventory.
+  """
 
   fst: kaldifst.StdVectorFst
   windows: list[list[int]]
+  pdfs: np.ndarray  # [senones in the graph] int64, sorted
 
 
 def alignment_graph(lexicon_no_disambig: kaldifst.StdVectorFst, word_ids: Sequence[int],
@@ -234,8 +239,12 @@ def alignment_graph(lexicon_no_disambig: kaldifst.StdVectorFst, word_ids: Sequen
   arcs.olabel = arcs.ilabel.copy()  # project onto the phone windows
   h = fstutil.from_arcs(h_arcs(ilabel_info, context, context.num_pdfs + 1))
   hclw = _compose(h, fstutil.from_arcs(arcs))
-  fst = fstutil.from_arcs(add_self_loops(fstutil.to_arcs(hclw), context.num_pdfs, costs))
-  return AlignmentGraph(fst=fst, windows=[list(w) for w in ilabel_info])
+  arcs = add_self_loops(fstutil.to_arcs(hclw), context.num_pdfs, costs)
+  emitting = arcs.ilabel > 0
+  pdfs = np.unique(arcs.ilabel[emitting]) - 1
+  arcs.ilabel[emitting] = np.searchsorted(pdfs, arcs.ilabel[emitting] - 1) + 1
+  return AlignmentGraph(fst=fstutil.from_arcs(arcs), windows=[list(w) for w in ilabel_info],
+                        pdfs=pdfs)
 
 
 def write_fst(path: pathlib.Path, fst: kaldifst.StdVectorFst) -> None:

@@ -7,6 +7,7 @@ phonetic classes the senone tree asks questions about. This module must not know
 files, FSTs or models.
 """
 
+import functools
 import re
 
 SILENCE = "SIL"
@@ -73,7 +74,7 @@ ESPEAK_TO_ARPABET = {
     # vowels
     "a": ["AE"], "aa": ["AE"], "a#": ["AH"], "a2": ["AH"], "A:": ["AA"], "A": ["AA"],
     "A@": ["AA", "R"], "Ar": ["AA", "R"], "0": ["AA"], "0#": ["AA"], "02": ["AH"],
-    "aI": ["AY"], "aI@": ["AY", "ER"], "aI3": ["AY", "ER"], "aU": ["AW"],
+    "aI": ["AY"], "aI2": ["AY"], "aI@": ["AY", "ER"], "aI3": ["AY", "ER"], "aU": ["AW"],
     "aU@": ["AW", "ER"], "E": ["EH"], "E2": ["EH"], "E#": ["EH"], "e": ["EH"],
     "e@": ["EH", "R"], "eI": ["EY"], "I": ["IH"], "I2": ["IH"], "I#": ["IH"],
     "i": ["IY"], "i:": ["IY"], "i@": ["IH", "R"], "i@3": ["IH", "R"], "IR": ["IH", "R"],
@@ -89,7 +90,11 @@ ESPEAK_TO_ARPABET = {
     "z": ["Z"], "S": ["SH"], "Z": ["ZH"], "h": ["HH"], "m": ["M"], "n": ["N"],
     "N": ["NG"], "l": ["L"], "l/": ["L"], "l#": ["L"], "r": ["R"], "r-": ["R"],
     "j": ["Y"], "w": ["W"], "tS": ["CH"], "dZ": ["JH"], "n-": ["N"], "m-": ["M"],
-    "x": ["K"], "?": [],
+    "x": ["K"], "?": [], "w#": ["W"], "t[": ["T"], "A~": ["AA"], "O~": ["AO"],
+    # ";" follows a vowel that glides into the next one ("radio" r'eIdI2;,oU, "the evening"
+    # DI2; 'i:vnIN): a transition espeak times as its own event but that has no phone of
+    # its own (its IPA rendering is empty).
+    ";": [],
 }
 # espeak pauses and markers that are not phones.
 ESPEAK_PAUSES = frozenset({"_", "_:", "_!", "_|", "||", "|", "_^_", "%"})
@@ -109,24 +114,31 @@ def espeak_to_arpabet(mnemonic: str) -> list[str] | None:
 def split_espeak_phonemes(phonemes: str) -> list[str] | None:
   """Splits an espeak phoneme string ("z'i:b'Ignju:") into mnemonics, or None.
 
-  espeak's mnemonic strings have no separators inside words, so this is a greedy
-  longest-match over the known inventory; None when some character is not covered.
+  espeak's mnemonic strings have no separators inside words, so this tries the longest
+  known mnemonic first and backtracks when the rest cannot be split ("isles" 'aI@Lz is
+  aI @L z, not aI@ L z); None when some character is not covered.
   """
   mnemonics = []
   for word in phonemes.split():
-    rest = _STRESS.sub("", word)
-    while rest:
-      for mnemonic in _MNEMONICS_BY_LENGTH:
-        if rest.startswith(mnemonic):
-          mnemonics.append(mnemonic)
-          rest = rest[len(mnemonic):]
-          break
-      else:
-        if rest[0] in "_|:":  # pause markers and stray length marks
-          rest = rest[1:]
-          continue
-        return None
+    pieces = _split_word(_STRESS.sub("", word))
+    if pieces is None:
+      return None
+    mnemonics.extend(pieces)
   return mnemonics
+
+
+@functools.cache
+def _split_word(rest: str) -> tuple[str, ...] | None:
+  if not rest:
+    return ()
+  for mnemonic in _MNEMONICS_BY_LENGTH:
+    if rest.startswith(mnemonic):
+      tail = _split_word(rest[len(mnemonic):])
+      if tail is not None:
+        return (mnemonic,) + tail
+  if rest[0] in "_|:":  # pause markers and stray length marks
+    return _split_word(rest[1:])
+  return None
 
 
 def espeak_string_to_arpabet(phonemes: str) -> list[str] | None:

@@ -11,6 +11,8 @@ gmm_baseline(config, workdir):  each test condition present is decoded with the 
 
 Both return a short summary dict. Excluded utterances (no pronunciation for a word,
 too short, beam failure) are counted and named in the log and in align/excluded.json.
+Realignment and decoding run on `config.workers` processes (1 when absent); the outputs
+do not depend on how many.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tsasr.hmm import graph as graph_lib
 from tsasr.hmm import io as hmm_io
 from tsasr.hmm import lexicon as lexicon_lib
 from tsasr.hmm import phones as phone_set
+from tsasr.hmm import realign as realign_lib
 from tsasr.hmm import tree as tree_lib
 
 CONDITION_MANIFESTS = {
@@ -62,36 +65,34 @@ def _costs(hc) -> graph_lib.HmmCosts:
                             self_loop_scale=hc.self_loop_scale)
 
 
-def _realign(graphs, feats, am, hc, excluded, label):
+def _realign(aligner, am, hc, excluded, label):
   alignments = {}
-  scorer = gmm_lib.GmmScorer(am)
-  for utt, graph in graphs.items():
-    result = align_lib.viterbi(graph, scorer(feats[utt]),
-                               hc.align_acoustic_scale, hc.align_beam, hc.align_retry_beam)
+  for utt, result in aligner.realign(am, hc.align_acoustic_scale, hc.align_beam,
+                                     hc.align_retry_beam).items():
     if result is None:
       excluded[utt] = f"beam failure ({label})"
     else:
       alignments[utt] = result
-  for utt in [u for u in graphs if u in excluded]:
-    del graphs[utt]
+  aligner.drop([u for u in aligner.utts if u not in alignments])
   return alignments
 
 
-def _train(graphs, feats, am, alignments, iters, realign_every, total_gauss, hc, excluded,
+def _train(aligner, feats, am, alignments, iters, realign_every, total_gauss, hc, excluded,
            label):
   max_iter_inc = max(1, int(iters * 0.75))
   step = max(0, (total_gauss - am.num_gauss) // max_iter_inc)
   num_gauss = am.num_gauss
   for it in range(iters):
     if it > 0 and it % realign_every == 0:
-      alignments = _realign(graphs, feats, am, hc, excluded, label)
+      alignments = _realign(aligner, am, hc, excluded, label)
     if it < max_iter_inc:
       num_gauss += step
     senones = {u: a.senones if hasattr(a, "senones") else a for u, a in alignments.items()}
-    avg = gmm_lib.em_update(am, feats, senones, mixup=num_gauss)
+    with realign_lib.single_threaded_blas():  # many small per-senone products
+      avg = gmm_lib.em_update(am, feats, senones, mixup=num_gauss)
     logging.info("align: %s pass %d: %.3f log-likelihood/frame, %d utterances, %d Gaussians",
                  label, it, avg, len(senones), am.num_gauss)
-  return _realign(graphs, feats, am, hc, excluded, label)
+  return _realign(aligner, am, hc, excluded, label)
 
 
 def _tree_contexts(alignment: align_lib.Alignment) -> np.ndarray:
@@ -141,43 +142,38 @@ def align(config, workdir: pathlib.Path) -> dict:
   logging.info("align: %d utterances, %d frames; features in %.1f s", len(feats),
                sum(len(f) for f in feats.values()), time.time() - started)
 
-  costs = _costs(hc)
-  l_fst = lexicon_lib.lexicon_fst(lexicon, hc.silence_prob, disambig=False)
+  workers = max(1, int(config.get("workers", 1) or 1))
   mono = context_lib.Monophone(lexicon.phone_ids)
-  graphs = {u: graph_lib.alignment_graph(l_fst, transcripts[u], mono, costs) for u in feats}
-  # Flat start: frames spread evenly along one path of each utterance's graph.
-  import kaldifst  # pylint: disable=import-outside-toplevel
-  flat = {}
-  for utt, graph in graphs.items():
-    ok, path = kaldifst.equal_align(ifst=graph.fst, length=len(feats[utt]), rand_seed=3,
-                                    num_retries=10)
-    if ok:
-      ok, tids, _, _ = kaldifst.get_linear_symbol_sequence(path)
-    if ok and len(tids) == len(feats[utt]):
-      flat[utt] = np.asarray(tids, np.int32) - 1
-    else:
-      excluded[utt] = "too short for its phone sequence"
-  graphs = {u: g for u, g in graphs.items() if u in flat}
-  am = gmm_lib.init_flat(mono.num_pdfs, [feats[u] for u in flat])
-  mono_alignments = _train(graphs, feats, am, flat, hc.mono_iters, hc.mono_realign_every,
-                           hc.mono_gaussians, hc, excluded, "monophone")
-  mono_seconds = time.time() - started
+  with realign_lib.Realigner(feats, {u: transcripts[u] for u in feats}, lexicon,
+                             hc.silence_prob, _costs(hc), workers) as aligner:
+    aligner.build_graphs(mono)
+    # Flat start: frames spread evenly along one path of each utterance's graph.
+    flat = {}
+    for utt, senones in aligner.flat_start(seed=3).items():
+      if senones is None:
+        excluded[utt] = "too short for its phone sequence"
+      else:
+        flat[utt] = senones
+    aligner.drop([u for u in aligner.utts if u not in flat])
+    am = gmm_lib.init_flat(mono.num_pdfs, [feats[u] for u in flat])
+    mono_alignments = _train(aligner, feats, am, flat, hc.mono_iters, hc.mono_realign_every,
+                             hc.mono_gaussians, hc, excluded, "monophone")
+    mono_seconds = time.time() - started
 
-  # Senone tree from the monophone alignments.
-  phone_names = {lexicon.phone_ids[p]: p for p in phone_set.PHONES}
-  stats = tree_lib.accumulate_stats(
-      [(_tree_contexts(a), feats[u]) for u, a in mono_alignments.items()])
-  tree, means, variances = tree_lib.build_tree(
-      stats, phone_names, phone_set.tree_questions(), hc.num_senones, hc.tree_min_count,
-      hc.tree_min_gain)
-  logging.info("align: senone tree with %d leaves from %d triphone states", tree.num_pdfs,
-               len(stats.counts))
-  tri_graphs = {u: graph_lib.alignment_graph(l_fst, transcripts[u], tree, costs)
-                for u in mono_alignments}
-  tri_am = gmm_lib.init_from_gaussians(means, variances)
-  tri_alignments = _realign(tri_graphs, feats, tri_am, hc, excluded, "triphone init")
-  tri_alignments = _train(tri_graphs, feats, tri_am, tri_alignments, hc.tri_iters,
-                          hc.tri_realign_every, hc.tri_gaussians, hc, excluded, "triphone")
+    # Senone tree from the monophone alignments.
+    phone_names = {lexicon.phone_ids[p]: p for p in phone_set.PHONES}
+    stats = tree_lib.accumulate_stats(
+        [(_tree_contexts(a), feats[u]) for u, a in mono_alignments.items()])
+    tree, means, variances = tree_lib.build_tree(
+        stats, phone_names, phone_set.tree_questions(), hc.num_senones, hc.tree_min_count,
+        hc.tree_min_gain)
+    logging.info("align: senone tree with %d leaves from %d triphone states", tree.num_pdfs,
+                 len(stats.counts))
+    aligner.build_graphs(tree)
+    tri_am = gmm_lib.init_from_gaussians(means, variances)
+    tri_alignments = _realign(aligner, tri_am, hc, excluded, "triphone init")
+    tri_alignments = _train(aligner, feats, tri_am, tri_alignments, hc.tri_iters,
+                            hc.tri_realign_every, hc.tri_gaussians, hc, excluded, "triphone")
 
   # Outputs.
   out = workdir / "align"
@@ -218,14 +214,16 @@ def align(config, workdir: pathlib.Path) -> dict:
 
 
 def boundary_accuracy(records, alignments, phone_names, tolerance_s) -> dict:
-  """Share of phone boundaries within `tolerance_s` of the TTS timings (see boundaries)."""
+  """Share of phone boundaries within `tolerance_s` of the TTS timings (see boundaries;
+  stops start at their closure, found in the clean audio)."""
   within = compared = 0
   for r in records:
     a = alignments.get(r["id"])
     if a is None or not r.get("tts_phonemes"):
       continue
     segments = [(first, end, phone_names[w[len(w) // 2]]) for first, end, w in a.segments]
-    w, c = boundaries.boundary_counts(boundaries.reference_phones(r["tts_phonemes"]),
+    reference = boundaries.reference_phones(r["tts_phonemes"], _read_audio(r["audio"]))
+    w, c = boundaries.boundary_counts(reference,
                                       boundaries.aligned_phones(segments), tolerance_s)
     within += w
     compared += c
@@ -239,15 +237,28 @@ def graph(config, workdir: pathlib.Path) -> dict:
   started = time.time()
   lexicon = lexicon_lib.read_lang(workdir / "lang")
   tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
-  sentences, unk = [], 0
+  # <unk> is pronounced SPN. If no aligned frame trained SPN its senones kept the flat
+  # start's global Gaussian, which explains any mismatched audio better than speech
+  # does: every noisy utterance would decode as a lone <unk>. So <unk> enters G only
+  # when SPN was trained.
+  spn = lexicon.phone_ids[phone_set.SPOKEN_NOISE]
+  with np.load(workdir / "align" / "phones.npz") as aligned:
+    spn_frames = int(sum(np.count_nonzero(aligned[u] == spn) for u in aligned.files))
+  sentences, unk, dropped = [], 0, 0
   for split in hc.lm_splits:
     if split == "train_unlabelled":
       continue  # its transcripts stand in for audio nobody transcribed
     for r in _read_manifest(workdir / "corpus" / f"{split}.jsonl"):
       words = [w if w in lexicon.prons else lexicon_lib.UNK for w in r.get("text", "").split()]
+      if lexicon_lib.UNK in words and not spn_frames:
+        dropped += 1
+        continue
       unk += words.count(lexicon_lib.UNK)
       if words:
         sentences.append(words)
+  if dropped:
+    logging.warning("graph: %d LM sentences with <unk> left out: SPN has no training frames",
+                    dropped)
   out = workdir / "graph"
   arpa = graph_lib.train_lm_arpa(sentences, hc.lm_order)
   hmm_io.write_text(out / "lm.arpa", arpa)
@@ -256,7 +267,8 @@ def graph(config, workdir: pathlib.Path) -> dict:
   grammar = graph_lib.grammar_fst(out / "lm.arpa", out / "words.txt")
   hclg = graph_lib.build_hclg(lexicon, grammar, tree, _costs(hc), hc.silence_prob)
   graph_lib.write_fst(out / "HCLG.fst", hclg)
-  summary = {"lm_sentences": len(sentences), "lm_unk_tokens": unk, "lm_order": hc.lm_order,
+  summary = {"lm_sentences": len(sentences), "lm_unk_tokens": unk,
+             "lm_sentences_dropped_for_unk": dropped, "lm_order": hc.lm_order,
              "hclg_states": int(hclg.num_states),
              "hclg_arcs": graph_lib.fst_size(hclg)["arcs"],
              "graph_seconds": round(time.time() - started, 1)}
@@ -276,23 +288,48 @@ def gmm_baseline(config, workdir: pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir)
   dc = config.decode
   scorer = gmm_lib.GmmScorer(gmm_lib.from_bytes((workdir / "align" / "tri_gmm.pkl").read_bytes()))
-  decoding_graph = decoder_lib.Graph.load(workdir / "graph")
+  workers = max(1, int(config.get("workers", 1) or 1))
+  pool = decoder_lib.DecoderPool(workdir / "graph", dc.gmm_beam, dc.max_active, workers)
 
-  def run(records, scale):
+  seconds = {"features": 0.0, "scoring": 0.0, "decoding": 0.0}
+
+  def score(records):
+    started = time.time()
     feats = load_features(records)
-    loglikes = {u: scorer(f) for u, f in feats.items() if len(f)}
-    hyps, partial = decoder_lib.decode(loglikes, decoding_graph, scale, dc.beam, dc.max_active)
+    seconds["features"] += time.time() - started
+    started = time.time()
+    with realign_lib.single_threaded_blas():  # faster, and leaves the decoders a core
+      loglikes = {u: scorer(f) for u, f in feats.items() if len(f)}
+    seconds["scoring"] += time.time() - started
+    return loglikes
+
+  def run(records, loglikes, scale):
+    started = time.time()
+    hyps, partial = pool.decode(loglikes, scale)
+    seconds["decoding"] += time.time() - started
     refs = {r["id"]: r["text"].split() for r in records}
     return hyps, partial, scoring.wer(refs, hyps)
 
   scale = dc.acoustic_scale
   dev = workdir / "corpus" / "dev.jsonl"
   tuning = {}
-  if len(dc.gmm_acoustic_scales) > 1 and dev.exists():
-    dev_records = [r for r in _read_manifest(dev) if r.get("text")]
-    for candidate in dc.gmm_acoustic_scales:
-      tuning[str(candidate)] = run(dev_records, candidate)[2]["wer"]
-    scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
+  with pool:
+    if len(dc.gmm_acoustic_scales) > 1 and dev.exists():
+      dev_records = [r for r in _read_manifest(dev) if r.get("text")]
+      dev_loglikes = score(dev_records)
+      for candidate in dc.gmm_acoustic_scales:
+        tuning[str(candidate)] = run(dev_records, dev_loglikes, candidate)[2]["wer"]
+      scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
+    wers, details = _decode_conditions(workdir, dc, scale, score, run)
+  logging.info("gmm baseline: %d decoding workers; seconds %s", workers,
+               json.dumps({k: round(v, 1) for k, v in seconds.items()}))
+  if wers:
+    results_lib.update_results(workdir, "gmm", wers, {
+        "acoustic_scale": scale, "dev_wer_by_acoustic_scale": tuning, "details": details})
+  return wers
+
+
+def _decode_conditions(workdir, dc, scale, score, run):
   wers, details = {}, {}
   for condition in dc.conditions:
     path = workdir.joinpath(*CONDITION_MANIFESTS[condition])
@@ -300,12 +337,9 @@ def gmm_baseline(config, workdir: pathlib.Path) -> dict:
       logging.info("gmm baseline: no %s manifest at %s; not scored", condition, path)
       continue
     records = [r for r in _read_manifest(path) if r.get("text")]
-    hyps, partial, result = run(records, scale)
+    hyps, partial, result = run(records, score(records), scale)
     result["not_final"] = len(partial)
     wers[condition] = result["wer"]
     details[condition] = result
     hmm_io.write_json(workdir / "decode" / "gmm" / f"{condition}.json", hyps)
-  if wers:
-    results_lib.update_results(workdir, "gmm", wers, {
-        "acoustic_scale": scale, "dev_wer_by_acoustic_scale": tuning, "details": details})
-  return wers
+  return wers, details

@@ -133,7 +133,8 @@ def decode_conditions(workdir: pathlib.Path, system: str, model, params, norm: d
         feats = normalise(compute_features(records, f"{system}: {condition} features"), norm)
         posts = log_posteriors(model, params, feats)
         loglikes = {u: decoder_lib.pseudo_log_likelihoods(p, priors, dc.prior_floor) for u, p in posts.items()}
-        hyps, partial = decoder_lib.decode(loglikes, graph, dc.acoustic_scale, dc.beam, dc.max_active)
+        hyps, partial = decoder_lib.decode(loglikes, graph, dc.acoustic_scale, dc.beam, dc.max_active,
+                                           workers=config.workers)
         refs = {r["id"]: r["text"].split() for r in records}
         result = scoring.wer(refs, hyps)
         result["not_final"] = len(partial)
