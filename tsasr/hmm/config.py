@@ -48,8 +48,10 @@ def hmm_config_tiny() -> ml_collections.ConfigDict:
 
 def decode_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.beam = 13.0  # FasterDecoder beam
-  c.max_active = 7000  # FasterDecoder maximum active states
+  # Networks' FasterDecoder search. Measured on 80 noisy test utterances with the CE teacher:
+  # beam 13 / 7000 active 41.6 s, 74.7 % WER; beam 10 / 2000 active 7.6 s, 75.2 % WER.
+  c.beam = 10.0
+  c.max_active = 2000
   c.acoustic_scale = 0.1  # scale of log-likelihoods (log posterior - log prior) vs graph costs
   # Acoustic scales tried on (clean) dev for the GMM baseline; the best one decodes the
   # tests. The TTS corpus makes GMM likelihoods peaky: the best scale is well below 0.1.

@@ -72,7 +72,7 @@ def student_config() -> ml_collections.ConfigDict:
     c.label_shards = 8  # soft-label shards (hosts label disjoint shards; a kill redoes unfinished ones)
     c.top_k = 20  # k' <= label_top_k teacher senones kept per frame for this student; 0 = all (dense)
     c.temperature = 2.0  # T: targets are softmax(teacher logits[:k'] / T)
-    c.train.num_steps = 300  # ~3 epochs of the default corpus's noisy training data
+    c.train.num_steps = 240  # ~2.5 epochs of the default corpus's noisy training data
     return c
 
 
@@ -89,10 +89,10 @@ def sequence_config() -> ml_collections.ConfigDict:
     c.batch_size = 16  # utterances per global batch
     c.bucket_boundaries = (256, 512)  # padded lengths in frames
     c.train = train_config()  # steps, optimizer, checkpoints (fine-tuning: small learning rate)
-    c.train.num_steps = 60
-    c.train.checkpoint_every = 30
+    c.train.num_steps = 40
+    c.train.checkpoint_every = 20
     c.train.log_every = 10
-    c.train.optimizer.learning_rate = 2e-4
+    c.train.optimizer.learning_rate = 1e-4
     c.train.optimizer.warmup_steps = 5
     return c
 
