@@ -29,8 +29,13 @@ def measure(clean: list[dict], noises: list[dict], cfg, condition: str, out_dir:
     for c in clean:
         mix({"clean": c, "condition": condition})
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return {"audio_seconds": round(seconds, 2), "cpu_seconds": round(cpu, 3), "wall_seconds": round(wall, 3),
-            "x_realtime_per_core": round(seconds / cpu, 1), "utterances": len(clean)}
+    return {
+        "audio_seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 3),
+        "wall_seconds": round(wall, 3),
+        "x_realtime_per_core": round(seconds / cpu, 1),
+        "utterances": len(clean),
+    }
 
 
 def main() -> None:
@@ -47,24 +52,32 @@ def main() -> None:
         workdir = pathlib.Path(tmp)
         corpus.run(config, workdir)
         noise.run(config, workdir)
-        clean = (manifest.read_manifest(workdir / "corpus" / "train_labelled.jsonl")
-                 + manifest.read_manifest(workdir / "corpus" / "train_unlabelled.jsonl"))
+        clean = manifest.read_manifest(workdir / "corpus" / "train_labelled.jsonl") + manifest.read_manifest(
+            workdir / "corpus" / "train_unlabelled.jsonl"
+        )
         test = manifest.read_manifest(workdir / "corpus" / "test.jsonl")
         train_noise = noise.read_noise(workdir / "noise" / "train.jsonl")
         test_noise = noise.read_noise(workdir / "noise" / "test.jsonl")
-        runs = [measure(clean, train_noise, config.noisify, "train_unlabelled", tmp + "/out") for _ in range(args.repeats)]
+        runs = [
+            measure(clean, train_noise, config.noisify, "train_unlabelled", tmp + "/out") for _ in range(args.repeats)
+        ]
         best = max(runs, key=lambda r: r["x_realtime_per_core"])
         rerecorded = measure(test, test_noise, config.noisify, "test_rerecorded", tmp + "/out")
-    print(json.dumps({
-        "x_realtime_per_core": best["x_realtime_per_core"],
-        "train_condition": best,
-        "all_passes_x_realtime": [r["x_realtime_per_core"] for r in runs],
-        "rerecorded_condition": rerecorded,
-        "mean_utterance_seconds": round(best["audio_seconds"] / best["utterances"], 3),
-        "noises_per_utterance": list(config.noisify.num_noises),
-        "image_source_order": config.noisify.max_order,
-        "target": 300,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "x_realtime_per_core": best["x_realtime_per_core"],
+                "train_condition": best,
+                "all_passes_x_realtime": [r["x_realtime_per_core"] for r in runs],
+                "rerecorded_condition": rerecorded,
+                "mean_utterance_seconds": round(best["audio_seconds"] / best["utterances"], 3),
+                "noises_per_utterance": list(config.noisify.num_noises),
+                "image_source_order": config.noisify.max_order,
+                "target": 300,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

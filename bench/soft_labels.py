@@ -73,15 +73,18 @@ def _label(model, params, features, k: int, directory: pathlib.Path) -> float:
 def _student_frames_per_s(model, params, k: int, steps: int = 10) -> float:
     tx = optax.adam(1e-3)
     from tsasr.train import state as state_lib
+
     state = state_lib.create(params, tx)
     loss_fn = step_lib.make_loss_fn(model, 1, jnp.float32, k, 2.0)
     train_step = jax.jit(step_lib.make_train_step(loss_fn, tx, lambda step: 1e-3), donate_argnums=0)
     rng = np.random.default_rng(1)
     b, t = 16, 256
-    batch = {"features": rng.standard_normal((b, t, 64)).astype(np.float32),
-             "feature_paddings": np.zeros((b, t), np.float32),
-             "soft_ids": rng.integers(0, model.config.num_senones, (b, t, k)).astype(np.int32),
-             "soft_logits": -np.sort(rng.standard_normal((b, t, k)), axis=-1).astype(np.float32)}
+    batch = {
+        "features": rng.standard_normal((b, t, 64)).astype(np.float32),
+        "feature_paddings": np.zeros((b, t), np.float32),
+        "soft_ids": rng.integers(0, model.config.num_senones, (b, t, k)).astype(np.int32),
+        "soft_logits": -np.sort(rng.standard_normal((b, t, k)), axis=-1).astype(np.float32),
+    }
     state, m = train_step(state, batch, jax.random.PRNGKey(0))
     jax.block_until_ready(m)
     started = time.perf_counter()
@@ -98,8 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     fields = {**train_config.ce_config().model.to_dict(), "num_senones": args.senones}
     model = build_model(fields)
-    params = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                        jnp.zeros((1, 12, 64)), jnp.zeros((1, 12)))["params"]
+    params = model.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, jnp.zeros((1, 12, 64)), jnp.zeros((1, 12))
+    )["params"]
     features = _features(args.utterances, np.random.default_rng(0))
     frames = sum(len(f) for f in features.values())
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,15 +111,23 @@ def main() -> None:
         labelled = min(_label(model, params, features, 40, pathlib.Path(tmp) / f"k40_{i}") for i in range(3))
         _label(model, params, features, 20, pathlib.Path(tmp) / "k20")
         size = (pathlib.Path(tmp) / "k20" / "shard-00000.bin").stat().st_size
-    print(json.dumps({
-        "label_overhead": round(labelled / bare - 1, 3),
-        "bytes_per_frame_k20": round(size / frames, 2),
-        "student_frames_per_s": round(_student_frames_per_s(model, params, 20), 1),
-        "teacher_forward_frames_per_s": round(frames / bare, 1),
-        "labelling_frames_per_s_k40": round(frames / labelled, 1),
-        "frames": frames, "senones": args.senones, "model": fields, "backend": jax.default_backend(),
-        "targets": {"label_overhead": 0.15, "bytes_per_frame_k20": 84},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "label_overhead": round(labelled / bare - 1, 3),
+                "bytes_per_frame_k20": round(size / frames, 2),
+                "student_frames_per_s": round(_student_frames_per_s(model, params, 20), 1),
+                "teacher_forward_frames_per_s": round(frames / bare, 1),
+                "labelling_frames_per_s_k40": round(frames / labelled, 1),
+                "frames": frames,
+                "senones": args.senones,
+                "model": fields,
+                "backend": jax.default_backend(),
+                "targets": {"label_overhead": 0.15, "bytes_per_frame_k20": 84},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,11 +37,15 @@ def random_batch(rng, batch_size: int, frames: int, senones: int) -> dict:
     """features [batch, frames, 64], soft_ids / soft_logits [batch, frames, 40] sorted, some padding."""
     paddings = np.zeros((batch_size, frames), np.float32)
     for row in range(batch_size):
-        paddings[row, rng.integers(frames // 2, frames + 1):] = 1.0
+        paddings[row, rng.integers(frames // 2, frames + 1) :] = 1.0
     ids = np.argsort(rng.random((batch_size, frames, senones)), axis=-1)[..., :STORED_K].astype(np.int32)
     logits = -np.sort(-rng.normal(scale=3.0, size=(batch_size, frames, STORED_K)), axis=-1).astype(np.float32)
-    return {"features": rng.normal(size=(batch_size, frames, FEATURE_DIM)).astype(np.float32),
-            "feature_paddings": paddings, "soft_ids": ids, "soft_logits": logits}
+    return {
+        "features": rng.normal(size=(batch_size, frames, FEATURE_DIM)).astype(np.float32),
+        "feature_paddings": paddings,
+        "soft_ids": ids,
+        "soft_logits": logits,
+    }
 
 
 def main() -> None:
@@ -59,16 +63,24 @@ def main() -> None:
     replicated = sharding.replicated(mesh)
     batch_size, frames = cfg.batch_size, cfg.bucket_boundaries[0]
     rng = np.random.default_rng(0)
-    batches = [sharding.global_batch(random_batch(rng, batch_size, frames, args.senones), mesh)
-               for _ in range(args.steps)]
+    batches = [
+        sharding.global_batch(random_batch(rng, batch_size, frames, args.senones), mesh) for _ in range(args.steps)
+    ]
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(0))
     init_fn = sweep.make_init_fn(model, tx, len(members), FEATURE_DIM, init_rng)
     grid = jax.device_put(sweep.grid_arrays(members), replicated)
 
     vmapped = sweep.jit_sweep_step(sweep.make_sweep_step(sweep.make_member_loss_fn(model), tx, schedule), mesh)
     stacked = jax.jit(init_fn, out_shardings=replicated)()
-    singles = [step_lib.jit_train_step(step_lib.make_train_step(
-        step_lib.make_loss_fn(model, 1, jnp.float32, m.top_k, m.temperature), tx, schedule), mesh) for m in members]
+    singles = [
+        step_lib.jit_train_step(
+            step_lib.make_train_step(
+                step_lib.make_loss_fn(model, 1, jnp.float32, m.top_k, m.temperature), tx, schedule
+            ),
+            mesh,
+        )
+        for m in members
+    ]
     students = [jax.device_put(sweep.member_params(stacked, m), replicated) for m in range(len(members))]
     keys = [jax.random.fold_in(step_rng, m) for m in range(len(members))]
 
@@ -94,24 +106,41 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             timings[name] = time.perf_counter() - t0
-        rounds.append({**{f"{k}_s": round(v, 3) for k, v in timings.items()},
-                       "ratio": round(timings["sequential"] / timings["vmapped"], 3)})
+        rounds.append(
+            {
+                **{f"{k}_s": round(v, 3) for k, v in timings.items()},
+                "ratio": round(timings["sequential"] / timings["vmapped"], 3),
+            }
+        )
     ratio = float(np.median([r["ratio"] for r in rounds]))
-    student_frames = len(members) * args.steps * float(sum(np.sum(1 - np.asarray(b["feature_paddings"])) for b in batches)) / args.steps
+    student_frames = (
+        len(members)
+        * args.steps
+        * float(sum(np.sum(1 - np.asarray(b["feature_paddings"])) for b in batches))
+        / args.steps
+    )
     best_vmapped = min(r["vmapped_s"] for r in rounds)
-    print(json.dumps({
-        "vmapped_vs_sequential": round(ratio, 3),
-        "target": 2.0,
-        "rounds": rounds,
-        "students": len(members),
-        "steps_per_student": args.steps,
-        "vmapped_student_frames_per_s": round(student_frames / best_vmapped, 1),
-        "compile_and_warmup_s": round(compile_seconds, 1),
-        "model": {**cfg.model.to_dict(), "num_senones": args.senones},
-        "batch": {"utterances": batch_size, "frames": frames, "stored_k": STORED_K},
-        "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "machine": platform.machine(),
-    }, default=str))
+    print(
+        json.dumps(
+            {
+                "vmapped_vs_sequential": round(ratio, 3),
+                "target": 2.0,
+                "rounds": rounds,
+                "students": len(members),
+                "steps_per_student": args.steps,
+                "vmapped_student_frames_per_s": round(student_frames / best_vmapped, 1),
+                "compile_and_warmup_s": round(compile_seconds, 1),
+                "model": {**cfg.model.to_dict(), "num_senones": args.senones},
+                "batch": {"utterances": batch_size, "frames": frames, "stored_k": STORED_K},
+                "device": str(jax.devices()[0].device_kind),
+                "backend": jax.default_backend(),
+                "cpu_count": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "machine": platform.machine(),
+            },
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

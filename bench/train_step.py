@@ -31,245 +31,255 @@ from tsasr.train import optim, sharding, state as state_lib, step as step_lib
 FEATURE_DIM = 64
 SENONES = 2000
 MODELS = {
-    'lstm': dict(size=dict(hidden=768, num_layers=3), batch=16, frames=64),
-    'tdnn': dict(size=dict(hidden=1024, num_layers=6, input_context=(5, 5)),
-                 batch=32, frames=64),
-    'conformer': dict(size=dict(dim=256, num_layers=6, num_heads=4, ff_multiplier=4,
-                                conv_kernel=15), batch=8, frames=128),
+    "lstm": dict(size=dict(hidden=768, num_layers=3), batch=16, frames=64),
+    "tdnn": dict(size=dict(hidden=1024, num_layers=6, input_context=(5, 5)), batch=32, frames=64),
+    "conformer": dict(
+        size=dict(dim=256, num_layers=6, num_heads=4, ff_multiplier=4, conv_kernel=15), batch=8, frames=128
+    ),
 }
 
 
 def forward_flops(name, size, batch, frames):
-  """Matmul/conv/attention FLOPs of one forward pass over batch x frames."""
-  n = batch * frames
-  if name == 'lstm':
-    h, inputs, total = size['hidden'], FEATURE_DIM, 0
-    for _ in range(size['num_layers']):
-      total += 2 * n * (inputs + h) * 4 * h
-      inputs = h
-    return total + 2 * n * h * SENONES
-  if name == 'tdnn':
-    h = size['hidden']
-    inputs = FEATURE_DIM * (sum(size['input_context']) + 1)
-    total = 2 * n * inputs * h + 2 * n * h * h * (size['num_layers'] - 1)
-    return total + 2 * n * h * SENONES
-  d, ff = size['dim'], size['dim'] * size['ff_multiplier']
-  per_layer = (2 * 2 * n * d * ff * 2  # Two feed-forward modules, two matmuls each.
-               + 2 * n * d * 4 * d  # Q, K, V, output projections.
-               + 2 * 2 * batch * frames * frames * d  # Scores and weighted values.
-               + 2 * n * d * 2 * d + 2 * n * d * d  # Conv module pointwise.
-               + 2 * n * d * size['conv_kernel'])  # Depthwise convolution.
-  return 2 * n * FEATURE_DIM * d + size['num_layers'] * per_layer + 2 * n * d * SENONES
+    """Matmul/conv/attention FLOPs of one forward pass over batch x frames."""
+    n = batch * frames
+    if name == "lstm":
+        h, inputs, total = size["hidden"], FEATURE_DIM, 0
+        for _ in range(size["num_layers"]):
+            total += 2 * n * (inputs + h) * 4 * h
+            inputs = h
+        return total + 2 * n * h * SENONES
+    if name == "tdnn":
+        h = size["hidden"]
+        inputs = FEATURE_DIM * (sum(size["input_context"]) + 1)
+        total = 2 * n * inputs * h + 2 * n * h * h * (size["num_layers"] - 1)
+        return total + 2 * n * h * SENONES
+    d, ff = size["dim"], size["dim"] * size["ff_multiplier"]
+    per_layer = (
+        2 * 2 * n * d * ff * 2  # Two feed-forward modules, two matmuls each.
+        + 2 * n * d * 4 * d  # Q, K, V, output projections.
+        + 2 * 2 * batch * frames * frames * d  # Scores and weighted values.
+        + 2 * n * d * 2 * d
+        + 2 * n * d * d  # Conv module pointwise.
+        + 2 * n * d * size["conv_kernel"]
+    )  # Depthwise convolution.
+    return 2 * n * FEATURE_DIM * d + size["num_layers"] * per_layer + 2 * n * d * SENONES
 
 
 def matmul_peak(size=2048, repeats=5):
-  """FLOP/s of a large f32 matmul on this machine, now."""
-  a = jnp.ones((size, size), jnp.float32)
-  matmul = jax.jit(lambda x, y: x @ y)
-  matmul(a, a).block_until_ready()
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
+    """FLOP/s of a large f32 matmul on this machine, now."""
+    a = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
     matmul(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * size ** 3 / best
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def synthetic_batch(batch, frames, seed=0):
-  rng = np.random.default_rng(seed)
-  return {
-      'features': rng.standard_normal((batch, frames, FEATURE_DIM)).astype(np.float32),
-      'feature_paddings': np.zeros((batch, frames), np.float32),
-      'senones': rng.integers(0, SENONES, (batch, frames)).astype(np.int32),
-  }
+    rng = np.random.default_rng(seed)
+    return {
+        "features": rng.standard_normal((batch, frames, FEATURE_DIM)).astype(np.float32),
+        "feature_paddings": np.zeros((batch, frames), np.float32),
+        "senones": rng.integers(0, SENONES, (batch, frames)).astype(np.int32),
+    }
 
 
 class JaxRunner:
-  """The real tsasr train step (jitted, donated state), on all local devices."""
+    """The real tsasr train step (jitted, donated state), on all local devices."""
 
-  def __init__(self, name, spec):
-    self.model = build_model(dict(name=name, num_senones=SENONES, **spec['size']))
-    mesh = sharding.data_mesh()
-    tx, schedule = optim.make_optimizer(optim.default_config(), 1000)
-    params = jax.jit(self.model.init)(jax.random.PRNGKey(0),
-                                      jnp.zeros((1, 8, FEATURE_DIM)), jnp.zeros((1, 8)))
-    self.state = jax.device_put(state_lib.create(params['params'], tx),
-                                sharding.replicated(mesh))
-    self.batch = sharding.global_batch(synthetic_batch(spec['batch'], spec['frames']), mesh)
-    self.rng = jax.random.PRNGKey(1)
-    step = step_lib.make_train_step(step_lib.make_loss_fn(self.model, 1), tx, schedule)
-    self.step = step_lib.jit_train_step(step, mesh).lower(
-        self.state, self.batch, self.rng).compile()
-    self.run(2)
+    def __init__(self, name, spec):
+        self.model = build_model(dict(name=name, num_senones=SENONES, **spec["size"]))
+        mesh = sharding.data_mesh()
+        tx, schedule = optim.make_optimizer(optim.default_config(), 1000)
+        params = jax.jit(self.model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8, FEATURE_DIM)), jnp.zeros((1, 8)))
+        self.state = jax.device_put(state_lib.create(params["params"], tx), sharding.replicated(mesh))
+        self.batch = sharding.global_batch(synthetic_batch(spec["batch"], spec["frames"]), mesh)
+        self.rng = jax.random.PRNGKey(1)
+        step = step_lib.make_train_step(step_lib.make_loss_fn(self.model, 1), tx, schedule)
+        self.step = step_lib.jit_train_step(step, mesh).lower(self.state, self.batch, self.rng).compile()
+        self.run(2)
 
-  def run(self, steps):
-    for _ in range(steps):
-      self.state, measurements = self.step(self.state, self.batch, self.rng)
-    jax.block_until_ready(measurements['loss'])
+    def run(self, steps):
+        for _ in range(steps):
+            self.state, measurements = self.step(self.state, self.batch, self.rng)
+        jax.block_until_ready(measurements["loss"])
 
 
 def torch_runner(name, spec):
-  """The same model, loss and optimizer in PyTorch; returns run(steps)."""
-  import torch
-  from torch import nn
+    """The same model, loss and optimizer in PyTorch; returns run(steps)."""
+    import torch
+    from torch import nn
 
-  torch.manual_seed(0)
-  size = spec['size']
+    torch.manual_seed(0)
+    size = spec["size"]
 
-  class Splice(nn.Module):
-    def __init__(self, left, right):
-      super().__init__()
-      self.left, self.right = left, right
+    class Splice(nn.Module):
+        def __init__(self, left, right):
+            super().__init__()
+            self.left, self.right = left, right
 
-    def forward(self, x):  # [batch, frames, dim] -> [batch, frames, context * dim]
-      frames = x.shape[1]
-      padded = nn.functional.pad(x, (0, 0, self.left, self.right))
-      return torch.cat([padded[:, o:o + frames] for o in range(self.left + self.right + 1)],
-                       dim=-1)
+        def forward(self, x):  # [batch, frames, dim] -> [batch, frames, context * dim]
+            frames = x.shape[1]
+            padded = nn.functional.pad(x, (0, 0, self.left, self.right))
+            return torch.cat([padded[:, o : o + frames] for o in range(self.left + self.right + 1)], dim=-1)
 
-  class Lstm(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.lstm = nn.LSTM(FEATURE_DIM, size['hidden'], size['num_layers'], batch_first=True)
-      self.output = nn.Linear(size['hidden'], SENONES)
+    class Lstm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(FEATURE_DIM, size["hidden"], size["num_layers"], batch_first=True)
+            self.output = nn.Linear(size["hidden"], SENONES)
 
-    def forward(self, x):
-      return self.output(self.lstm(x)[0])
+        def forward(self, x):
+            return self.output(self.lstm(x)[0])
 
-  class ConvModule(nn.Module):
-    def __init__(self, d, kernel):
-      super().__init__()
-      self.norm, self.pointwise = nn.LayerNorm(d), nn.Linear(d, 2 * d)
-      self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
-      self.norm2, self.out = nn.LayerNorm(d), nn.Linear(d, d)
+    class ConvModule(nn.Module):
+        def __init__(self, d, kernel):
+            super().__init__()
+            self.norm, self.pointwise = nn.LayerNorm(d), nn.Linear(d, 2 * d)
+            self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+            self.norm2, self.out = nn.LayerNorm(d), nn.Linear(d, d)
 
-    def forward(self, x):
-      y = nn.functional.glu(self.pointwise(self.norm(x)), dim=-1)
-      y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
-      return self.out(nn.functional.silu(self.norm2(y)))
+        def forward(self, x):
+            y = nn.functional.glu(self.pointwise(self.norm(x)), dim=-1)
+            y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+            return self.out(nn.functional.silu(self.norm2(y)))
 
-  class Block(nn.Module):
-    def __init__(self, d, heads, ff, kernel):
-      super().__init__()
-      make_ff = lambda: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff), nn.SiLU(),
-                                      nn.Linear(ff, d))
-      self.ff_in, self.ff_out = make_ff(), make_ff()
-      self.attention_norm = nn.LayerNorm(d)
-      self.attention = nn.MultiheadAttention(d, heads, batch_first=True)
-      self.conv, self.norm = ConvModule(d, kernel), nn.LayerNorm(d)
+    class Block(nn.Module):
+        def __init__(self, d, heads, ff, kernel):
+            super().__init__()
+            make_ff = lambda: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff), nn.SiLU(), nn.Linear(ff, d))
+            self.ff_in, self.ff_out = make_ff(), make_ff()
+            self.attention_norm = nn.LayerNorm(d)
+            self.attention = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.conv, self.norm = ConvModule(d, kernel), nn.LayerNorm(d)
 
-    def forward(self, x):
-      x = x + 0.5 * self.ff_in(x)
-      y = self.attention_norm(x)
-      x = x + self.attention(y, y, y, need_weights=False)[0]
-      x = x + self.conv(x)
-      return self.norm(x + 0.5 * self.ff_out(x))
+        def forward(self, x):
+            x = x + 0.5 * self.ff_in(x)
+            y = self.attention_norm(x)
+            x = x + self.attention(y, y, y, need_weights=False)[0]
+            x = x + self.conv(x)
+            return self.norm(x + 0.5 * self.ff_out(x))
 
-  if name == 'lstm':
-    model = Lstm()
-  elif name == 'tdnn':
-    layers, inputs = [Splice(*size['input_context'])], FEATURE_DIM * (
-        sum(size['input_context']) + 1)
-    for _ in range(size['num_layers']):
-      layers += [nn.Linear(inputs, size['hidden']), nn.ReLU(), nn.LayerNorm(size['hidden'])]
-      inputs = size['hidden']
-    model = nn.Sequential(*layers, nn.Linear(inputs, SENONES))
-  else:
-    d = size['dim']
-    model = nn.Sequential(
-        nn.Linear(FEATURE_DIM, d),
-        *[Block(d, size['num_heads'], d * size['ff_multiplier'], size['conv_kernel'])
-          for _ in range(size['num_layers'])],
-        nn.Linear(d, SENONES))
-  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  batch = synthetic_batch(spec['batch'], spec['frames'])
-  features = torch.from_numpy(batch['features'])
-  senones = torch.from_numpy(batch['senones']).long()
+    if name == "lstm":
+        model = Lstm()
+    elif name == "tdnn":
+        layers, inputs = [Splice(*size["input_context"])], FEATURE_DIM * (sum(size["input_context"]) + 1)
+        for _ in range(size["num_layers"]):
+            layers += [nn.Linear(inputs, size["hidden"]), nn.ReLU(), nn.LayerNorm(size["hidden"])]
+            inputs = size["hidden"]
+        model = nn.Sequential(*layers, nn.Linear(inputs, SENONES))
+    else:
+        d = size["dim"]
+        model = nn.Sequential(
+            nn.Linear(FEATURE_DIM, d),
+            *[
+                Block(d, size["num_heads"], d * size["ff_multiplier"], size["conv_kernel"])
+                for _ in range(size["num_layers"])
+            ],
+            nn.Linear(d, SENONES),
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = synthetic_batch(spec["batch"], spec["frames"])
+    features = torch.from_numpy(batch["features"])
+    senones = torch.from_numpy(batch["senones"]).long()
 
-  def run(steps):
-    for _ in range(steps):
-      optimizer.zero_grad(set_to_none=True)
-      logits = model(features)
-      loss = nn.functional.cross_entropy(logits.reshape(-1, SENONES), senones.reshape(-1))
-      loss.backward()
-      torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-      optimizer.step()
+    def run(steps):
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(features)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, SENONES), senones.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
 
-  run(2)
-  return run
+    run(2)
+    return run
 
 
 def fastest_step(run, steps):
-  """Seconds of the fastest of `steps` single steps: the least disturbed by other load."""
-  best = float('inf')
-  for _ in range(steps):
-    start = time.perf_counter()
-    run(1)
-    best = min(best, time.perf_counter() - start)
-  return best
+    """Seconds of the fastest of `steps` single steps: the least disturbed by other load."""
+    best = float("inf")
+    for _ in range(steps):
+        start = time.perf_counter()
+        run(1)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--rounds', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=3,
-                      help='steps per round; the fastest single step counts')
-  parser.add_argument('--models', default='lstm,tdnn,conformer')
-  parser.add_argument('--onednn', action=argparse.BooleanOptionalAction, default=True,
-                      help="XLA CPU dots through oneDNN (torch's CPU matmul library) "
-                           'instead of Eigen; must be set before the backend starts')
-  args = parser.parse_args()
-  if args.onednn and 'onednn' not in os.environ.get(
-      'XLA_FLAGS', ''):
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                               ' --xla_cpu_use_onednn=true').strip()
-  try:
-    import torch
-    torch.set_num_threads(os.cpu_count())
-    torch_reason = None
-  except ImportError:
-    torch, torch_reason = None, 'torch is not installed (pip install torch==2.13.0)'
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="steps per round; the fastest single step counts")
+    parser.add_argument("--models", default="lstm,tdnn,conformer")
+    parser.add_argument(
+        "--onednn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="XLA CPU dots through oneDNN (torch's CPU matmul library) "
+        "instead of Eigen; must be set before the backend starts",
+    )
+    args = parser.parse_args()
+    if args.onednn and "onednn" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_onednn=true").strip()
+    try:
+        import torch
 
-  peak = matmul_peak()
-  result = {'device': f'{jax.devices()[0].device_kind} x{jax.device_count()}',
-            'cpu_count': os.cpu_count(), 'machine': platform.machine(),
-            'xla_flags': os.environ.get('XLA_FLAGS', ''),
-            'dtype': 'float32', 'senones': SENONES, 'peak_matmul_flops_per_s': peak,
-            'steps_per_round': args.steps, 'rounds': args.rounds}
-  for name in args.models.split(','):
-    spec = MODELS[name]
-    frames = spec['batch'] * spec['frames']
-    jax_runner = JaxRunner(name, spec)
-    run_torch = torch_runner(name, spec) if torch else None
-    jax_time = torch_time = float('inf')
-    for _ in range(args.rounds):
-      # Alternate JAX, torch and the matmul peak so that all three see the same
-      # background load, and keep each one's best: the machine may be shared.
-      jax_time = min(jax_time, fastest_step(jax_runner.run, args.steps))
-      if run_torch:
-        torch_time = min(torch_time, fastest_step(run_torch, args.steps))
-      peak = max(peak, matmul_peak())
-    jax_fps = frames / jax_time
-    model_flops = 3 * forward_flops(name, spec['size'], spec['batch'], spec['frames'])
-    entry = {
-        'size': spec['size'], 'batch': spec['batch'], 'frames': spec['frames'],
-        'frames_per_s': jax_fps,
-        'model_flops_per_s': model_flops / jax_time,
-        'model_gflops_per_step': model_flops / 1e9,
+        torch.set_num_threads(os.cpu_count())
+        torch_reason = None
+    except ImportError:
+        torch, torch_reason = None, "torch is not installed (pip install torch==2.13.0)"
+
+    peak = matmul_peak()
+    result = {
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "dtype": "float32",
+        "senones": SENONES,
+        "peak_matmul_flops_per_s": peak,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
     }
-    if run_torch:
-      torch_fps = frames / torch_time
-      entry.update(torch_frames_per_s=torch_fps, vs_torch=jax_fps / torch_fps)
-    else:
-      entry.update(vs_torch=None, vs_torch_reason=torch_reason)
-    result[name] = entry
-    del jax_runner, run_torch
-  # MFU against the best peak seen over the whole run.
-  result['peak_matmul_flops_per_s'] = peak
-  for name in args.models.split(','):
-    result[name]['mfu'] = result[name]['model_flops_per_s'] / peak
-  print(json.dumps(result))
+    for name in args.models.split(","):
+        spec = MODELS[name]
+        frames = spec["batch"] * spec["frames"]
+        jax_runner = JaxRunner(name, spec)
+        run_torch = torch_runner(name, spec) if torch else None
+        jax_time = torch_time = float("inf")
+        for _ in range(args.rounds):
+            # Alternate JAX, torch and the matmul peak so that all three see the same
+            # background load, and keep each one's best: the machine may be shared.
+            jax_time = min(jax_time, fastest_step(jax_runner.run, args.steps))
+            if run_torch:
+                torch_time = min(torch_time, fastest_step(run_torch, args.steps))
+            peak = max(peak, matmul_peak())
+        jax_fps = frames / jax_time
+        model_flops = 3 * forward_flops(name, spec["size"], spec["batch"], spec["frames"])
+        entry = {
+            "size": spec["size"],
+            "batch": spec["batch"],
+            "frames": spec["frames"],
+            "frames_per_s": jax_fps,
+            "model_flops_per_s": model_flops / jax_time,
+            "model_gflops_per_step": model_flops / 1e9,
+        }
+        if run_torch:
+            torch_fps = frames / torch_time
+            entry.update(torch_frames_per_s=torch_fps, vs_torch=jax_fps / torch_fps)
+        else:
+            entry.update(vs_torch=None, vs_torch_reason=torch_reason)
+        result[name] = entry
+        del jax_runner, run_torch
+    # MFU against the best peak seen over the whole run.
+    result["peak_matmul_flops_per_s"] = peak
+    for name in args.models.split(","):
+        result[name]["mfu"] = result[name]["model_flops_per_s"] / peak
+    print(json.dumps(result))
 
 
-if __name__ == '__main__':
-  main()
+if __name__ == "__main__":
+    main()

@@ -39,13 +39,15 @@ def make_speakers(num_speakers: int, seed: int, pitch_range, rate_range) -> list
     speakers = []
     for i, index in enumerate(chosen):
         accent, variant = pairs[index]
-        speakers.append({
-            "speaker": f"spk{i:03d}",
-            "accent": accent,
-            "variant": variant,
-            "pitch": int(rng.integers(pitch_range[0], pitch_range[1] + 1)),
-            "rate": int(rng.integers(rate_range[0], rate_range[1] + 1)),
-        })
+        speakers.append(
+            {
+                "speaker": f"spk{i:03d}",
+                "accent": accent,
+                "variant": variant,
+                "pitch": int(rng.integers(pitch_range[0], pitch_range[1] + 1)),
+                "rate": int(rng.integers(rate_range[0], rate_range[1] + 1)),
+            }
+        )
     return speakers
 
 
@@ -91,13 +93,20 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
         n = max(len(splits[split]), int(round(total * cfg.split_fractions[split] / sum(cfg.split_fractions.values()))))
         for j in range(n):
             spk = splits[split][j % len(splits[split])]
-            items.append({**spk, "split": split, "text": texts[(start + j) % total],
-                          "id": f"{spk['speaker']}-{split}-{j:06d}"})
+            items.append(
+                {**spk, "split": split, "text": texts[(start + j) % total], "id": f"{spk['speaker']}-{split}-{j:06d}"}
+            )
         start += n
     wd.write_json(out / "speakers.json", {s: v for s, v in splits.items()})
     records = parallel.map_resumable(
-        functools.partial(_synthesize, wav_dir=str(out / "wav")), items, out / ".parts",
-        workers=workers, chunk_size=64, desc="corpus: synthesising", fresh_process_per_chunk=True)
+        functools.partial(_synthesize, wav_dir=str(out / "wav")),
+        items,
+        out / ".parts",
+        workers=workers,
+        chunk_size=64,
+        desc="corpus: synthesising",
+        fresh_process_per_chunk=True,
+    )
     by_split = collections.defaultdict(list)
     for r in records:
         by_split[r.pop("split")].append(r)

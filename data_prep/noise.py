@@ -75,9 +75,13 @@ def _drums(beats: int, beat_s: float, rng) -> np.ndarray:
     out = np.zeros(int(beats * beat_s * RATE) + RATE, np.float32)
     t = np.arange(int(0.25 * RATE)) / RATE
     kick = np.sin(2 * np.pi * (50 + 60 * np.exp(-20 * t)) * t) * np.exp(-12 * t)
-    snare_noise = signal.sosfilt(signal.butter(2, [1000, 5000], "bandpass", fs=RATE, output="sos"), rng.normal(size=t.size))
+    snare_noise = signal.sosfilt(
+        signal.butter(2, [1000, 5000], "bandpass", fs=RATE, output="sos"), rng.normal(size=t.size)
+    )
     snare = (0.6 * snare_noise + 0.4 * np.sin(2 * np.pi * 180 * t)) * np.exp(-18 * t)
-    hat = signal.sosfilt(signal.butter(2, 7000, "highpass", fs=RATE, output="sos"), rng.normal(size=t.size)) * np.exp(-60 * t)
+    hat = signal.sosfilt(signal.butter(2, 7000, "highpass", fs=RATE, output="sos"), rng.normal(size=t.size)) * np.exp(
+        -60 * t
+    )
     pattern = rng.integers(3)
     for b in range(beats):
         start = int(b * beat_s * RATE)
@@ -134,7 +138,9 @@ def synth_stationary(seconds: float, rng: np.random.Generator) -> tuple[np.ndarr
     elif kind == "hum":
         mains = 50.0 if rng.random() < 0.5 else 60.0
         t = np.arange(n) / RATE
-        x = sum(rng.uniform(0.2, 1) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 9))
+        x = sum(
+            rng.uniform(0.2, 1) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 9)
+        )
         x = x + 0.05 * white
         kind = f"hum{int(mains)}"
     else:
@@ -148,8 +154,15 @@ def synth_stationary(seconds: float, rng: np.random.Generator) -> tuple[np.ndarr
 def synth_tv(seconds: float, rng: np.random.Generator, variants: tuple[str, ...], seed: int) -> tuple[np.ndarray, str]:
     """Broadcast talk by 1-2 voices with pauses, over a quiet music bed."""
     synth = tts.synthesizer()
-    voices = [tts.Voice(tts.ACCENTS[int(rng.integers(len(tts.ACCENTS)))], variants[int(rng.integers(len(variants)))],
-                        int(rng.integers(30, 70)), int(rng.integers(150, 200))) for _ in range(2)]
+    voices = [
+        tts.Voice(
+            tts.ACCENTS[int(rng.integers(len(tts.ACCENTS)))],
+            variants[int(rng.integers(len(variants)))],
+            int(rng.integers(30, 70)),
+            int(rng.integers(150, 200)),
+        )
+        for _ in range(2)
+    ]
     texts = sentences.broadcast_sentences(64, seed)
     n = int(seconds * RATE)
     talk = np.zeros(n, np.float32)
@@ -176,8 +189,14 @@ def _make_clip(item: dict, out_dir: str) -> dict:
     audio *= 0.5 / (np.max(np.abs(audio)) + 1e-9)  # peak-normalised: levels are set at mixing time
     path = pathlib.Path(out_dir) / item["split"] / f"{item['id']}.wav"
     wd.write_audio(path, audio)
-    return {"id": item["id"], "audio": str(path), "duration": round(audio.size / RATE, 4),
-            "kind": item["kind"], "subtype": subtype, "split": item["split"]}
+    return {
+        "id": item["id"],
+        "audio": str(path),
+        "duration": round(audio.size / RATE, 4),
+        "kind": item["kind"],
+        "subtype": subtype,
+        "split": item["split"],
+    }
 
 
 def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
@@ -188,11 +207,25 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
         for kind, weight in sorted(cfg.kind_weights.items()):
             count = max(1, int(round(minutes * 60 * weight / total_weight / cfg.clip_seconds)))
             for i in range(count):
-                items.append({"id": f"{split}-{kind}-{i:04d}", "split": split, "kind": kind, "index": i,
-                              "seconds": float(cfg.clip_seconds), "seed": seed * 2 + split_index})
-    records = parallel.map_resumable(functools.partial(_make_clip, out_dir=str(out)), items, out / ".parts",
-                                     workers=workers, chunk_size=4, desc="noise: synthesising",
-                                     fresh_process_per_chunk=True)
+                items.append(
+                    {
+                        "id": f"{split}-{kind}-{i:04d}",
+                        "split": split,
+                        "kind": kind,
+                        "index": i,
+                        "seconds": float(cfg.clip_seconds),
+                        "seed": seed * 2 + split_index,
+                    }
+                )
+    records = parallel.map_resumable(
+        functools.partial(_make_clip, out_dir=str(out)),
+        items,
+        out / ".parts",
+        workers=workers,
+        chunk_size=4,
+        desc="noise: synthesising",
+        fresh_process_per_chunk=True,
+    )
     _write_splits(records, out)
     parallel.reset(out / ".parts")
     return summarise(out)
@@ -221,12 +254,24 @@ def import_musan(cfg, out: pathlib.Path) -> dict:
                 log.warning("skipping noise file: %s", err)
                 continue
             if info.channels != 1 or info.frames == 0:
-                log.warning("skipping noise file %s: %d channels, %d frames (need mono, non-empty)", path, info.channels, info.frames)
+                log.warning(
+                    "skipping noise file %s: %d channels, %d frames (need mono, non-empty)",
+                    path,
+                    info.channels,
+                    info.frames,
+                )
                 continue
             bucket = int(hashlib.sha1(str(path.relative_to(root)).encode()).hexdigest(), 16) % 100
-            records.append({"id": f"{kind}-{path.stem}", "audio": str(path.resolve()),
-                            "duration": round(info.frames / info.samplerate, 4), "kind": kind, "subtype": kind,
-                            "split": "test" if bucket < cfg.musan_test_percent else "train"})
+            records.append(
+                {
+                    "id": f"{kind}-{path.stem}",
+                    "audio": str(path.resolve()),
+                    "duration": round(info.frames / info.samplerate, 4),
+                    "kind": kind,
+                    "subtype": kind,
+                    "split": "test" if bucket < cfg.musan_test_percent else "train",
+                }
+            )
     if not records:
         raise ValueError(f"{root}: no usable wav/flac files under music/, noise/ or speech/")
     _write_splits(records, out)
@@ -238,8 +283,11 @@ def summarise(out: pathlib.Path) -> dict:
     for split in NOISE_SPLITS:
         records = read_noise(out / f"{split}.jsonl")
         kinds = collections.Counter(r["kind"] for r in records)
-        summary[split] = {"minutes": round(sum(r["duration"] for r in records) / 60, 2),
-                          "clips": len(records), "kinds": dict(sorted(kinds.items()))}
+        summary[split] = {
+            "minutes": round(sum(r["duration"] for r in records) / 60, 2),
+            "clips": len(records),
+            "kinds": dict(sorted(kinds.items())),
+        }
     return summary
 
 

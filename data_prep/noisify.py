@@ -70,8 +70,15 @@ def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: 
         noise = noises[int(rng.choice(len(noises), p=weights / weights.sum()))]
         noise_samples = int(round(noise["duration"] * RATE))
         offset = int(rng.integers(0, max(1, noise_samples - samples)))
-        chosen.append({"id": noise["id"], "audio": noise["audio"], "kind": noise["kind"], "offset": offset,
-                       "level_db": round(float(rng.uniform(*cfg["relative_level_db"])), 3)})
+        chosen.append(
+            {
+                "id": noise["id"],
+                "audio": noise["audio"],
+                "kind": noise["kind"],
+                "offset": offset,
+                "level_db": round(float(rng.uniform(*cfg["relative_level_db"])), 3),
+            }
+        )
     recipe = {
         "noises": chosen,
         "room": rir.draw_room(rng, cfg[ranges_name], num_noises),
@@ -173,8 +180,15 @@ def _mix_one(item: dict, *, seed: int, cfg, noises: list[dict], out_dir: str) ->
     utt_id = f"{clean['id']}-{condition}"
     path = pathlib.Path(out_dir) / condition / clean["speaker"] / f"{utt_id}.wav"
     wd.write_audio(path, audio)
-    record = {"id": utt_id, "clean_id": clean["id"], "audio": str(path), "duration": clean["duration"],
-              "speaker": clean["speaker"], "condition": condition, "mix": {**recipe, **applied}}
+    record = {
+        "id": utt_id,
+        "clean_id": clean["id"],
+        "audio": str(path),
+        "duration": clean["duration"],
+        "speaker": clean["speaker"],
+        "condition": condition,
+        "mix": {**recipe, **applied},
+    }
     if "text" in clean:
         record["text"] = clean["text"]
     return record
@@ -190,25 +204,40 @@ def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `noisify`."""
     cfg = config.noisify
     out = workdir / "noisy"
-    noise_sets = {split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS}
+    noise_sets = {
+        split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS
+    }
     summary = {}
     for condition, (clean_split, noise_split, _, _) in CONDITIONS.items():
         user_path = cfg.test_manifests.get(condition.removeprefix("test_"), "") if condition.startswith("test_") else ""
         if user_path:
             good, skipped = user_corpus.validate(
-                pathlib.Path(user_path).expanduser(), labelled=True, min_duration=config.corpus.min_duration,
-                alphabet=config.corpus.alphabet, on_bad_input=config.corpus.on_bad_input,
-                parts_dir=out / ".parts" / condition, workers=config.workers, split=condition)
+                pathlib.Path(user_path).expanduser(),
+                labelled=True,
+                min_duration=config.corpus.min_duration,
+                alphabet=config.corpus.alphabet,
+                on_bad_input=config.corpus.on_bad_input,
+                parts_dir=out / ".parts" / condition,
+                workers=config.workers,
+                split=condition,
+            )
             for r in good:
                 r.setdefault("condition", condition)
             manifest.write_manifest(out / f"{condition}.jsonl", good)
             summary[condition] = {"source": str(user_path), "utterances": len(good), "skipped": dict(skipped)}
             continue
         clean = manifest.read_manifest(workdir / "corpus" / f"{clean_split}.jsonl")
-        fn = functools.partial(_mix_one, seed=config.seed, cfg=cfg.to_dict(), noises=noise_sets[noise_split], out_dir=str(out / "wav"))
-        records = parallel.map_resumable(fn, [{"clean": c, "condition": condition} for c in clean],
-                                         out / ".parts" / condition, workers=config.workers, chunk_size=32,
-                                         desc=f"noisify: {condition}")
+        fn = functools.partial(
+            _mix_one, seed=config.seed, cfg=cfg.to_dict(), noises=noise_sets[noise_split], out_dir=str(out / "wav")
+        )
+        records = parallel.map_resumable(
+            fn,
+            [{"clean": c, "condition": condition} for c in clean],
+            out / ".parts" / condition,
+            workers=config.workers,
+            chunk_size=32,
+            desc=f"noisify: {condition}",
+        )
         manifest.write_manifest(out / f"{condition}.jsonl", records)
         summary[condition] = describe(records)
     parallel.reset(out / ".parts")
@@ -219,6 +248,10 @@ def describe(records: list[dict]) -> dict:
     kinds = collections.Counter(n["kind"] for r in records for n in r["mix"]["noises"])
     snrs = [r["mix"]["snr_db"] for r in records]
     rt60s = [r["mix"]["room"]["rt60"] for r in records]
-    return {"hours": round(sum(r["duration"] for r in records) / 3600, 3), "utterances": len(records),
-            "noise_kinds": dict(sorted(kinds.items())),
-            "snr_db": [round(min(snrs), 1), round(max(snrs), 1)], "rt60": [round(min(rt60s), 2), round(max(rt60s), 2)]}
+    return {
+        "hours": round(sum(r["duration"] for r in records) / 3600, 3),
+        "utterances": len(records),
+        "noise_kinds": dict(sorted(kinds.items())),
+        "snr_db": [round(min(snrs), 1), round(max(snrs), 1)],
+        "rt60": [round(min(rt60s), 2), round(max(rt60s), 2)],
+    }

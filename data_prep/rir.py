@@ -39,8 +39,11 @@ def draw_room(rng: np.random.Generator, ranges, num_noise_sources: int) -> dict:
     margin = float(ranges["margin"])
 
     def inside(height_bounds):
-        return [_uniform(rng, (margin, dims[0] - margin)), _uniform(rng, (margin, dims[1] - margin)),
-                _uniform(rng, (max(margin, height_bounds[0]), min(dims[2] - margin, height_bounds[1])))]
+        return [
+            _uniform(rng, (margin, dims[0] - margin)),
+            _uniform(rng, (margin, dims[1] - margin)),
+            _uniform(rng, (max(margin, height_bounds[0]), min(dims[2] - margin, height_bounds[1]))),
+        ]
 
     mic = inside((0.7, 1.6))
     # The talker stands at a drawn distance and direction from the microphone, kept inside.
@@ -48,7 +51,11 @@ def draw_room(rng: np.random.Generator, ranges, num_noise_sources: int) -> dict:
         distance = _uniform(rng, ranges["talker_distance"])
         azimuth = _uniform(rng, (0, 2 * np.pi))
         talker = [mic[0] + distance * np.cos(azimuth), mic[1] + distance * np.sin(azimuth), _uniform(rng, (1.2, 1.8))]
-        if margin <= talker[0] <= dims[0] - margin and margin <= talker[1] <= dims[1] - margin and talker[2] <= dims[2] - margin:
+        if (
+            margin <= talker[0] <= dims[0] - margin
+            and margin <= talker[1] <= dims[1] - margin
+            and talker[2] <= dims[2] - margin
+        ):
             break
     else:
         talker = inside((1.2, 1.8))
@@ -123,8 +130,14 @@ def impulse_responses(room: dict, max_order: int) -> np.ndarray:
     direct_amplitude = np.array([amplitudes[rows == k].max() for k in range(len(positions))])
     out = np.zeros((len(positions), int(early_end.max() + rt60 * RATE) + _FILTER_OFFSET + 2))
     image_source_rir(out, rows, delays, amplitudes)
-    _add_tails(out, early_end.astype(np.int64), direct_amplitude, rt60, float(np.prod(dims)),
-               np.random.default_rng(room["tail_seed"]))
+    _add_tails(
+        out,
+        early_end.astype(np.int64),
+        direct_amplitude,
+        rt60,
+        float(np.prod(dims)),
+        np.random.default_rng(room["tail_seed"]),
+    )
     return out[:, : int(np.max(np.nonzero(np.any(out != 0, axis=0)))) + 1]
 
 
@@ -139,8 +152,9 @@ def image_source_rir(out: np.ndarray, rows: np.ndarray, delays: np.ndarray, ampl
     out += np.bincount(flat.ravel(), (amplitudes[:, None] * np.sinc(t) * window).ravel(), out.size).reshape(out.shape)
 
 
-def _add_tails(out: np.ndarray, start: np.ndarray, direct: np.ndarray, rt60: float, volume: float,
-               rng: np.random.Generator) -> None:
+def _add_tails(
+    out: np.ndarray, start: np.ndarray, direct: np.ndarray, rt60: float, volume: float, rng: np.random.Generator
+) -> None:
     """Adds the diffuse late reverberation from `start` (per row) on.
 
     Image sources of a shoebox arrive at a rate of 4 pi c^3 t^2 / V per second, each with

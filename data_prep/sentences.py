@@ -30,7 +30,11 @@ def spell_number(n: int) -> str:
         rest = n % 100
         return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + spell_number(rest))
     rest = n % 1000
-    return spell_number(n // 1000) + " thousand" + ("" if rest == 0 else (" and " if rest < 100 else " ") + spell_number(rest))
+    return (
+        spell_number(n // 1000)
+        + " thousand"
+        + ("" if rest == 0 else (" and " if rest < 100 else " ") + spell_number(rest))
+    )
 
 
 def spell_time(hour: int, minute: int) -> str:
@@ -78,7 +82,9 @@ billy, abigail, bruce, julia, albert, judy, willie, grace, gabriel, denise, loga
 juan, beverly, wayne, danielle, roy, theresa, ralph, sophia, randy, marie, eugene, diana, vincent, brittany,
 russell, natalie, elijah, isabella, louis, charlotte, bobby, rose, philip, alexis, johnny, kayla""")
 
-FAMILY = _words("mom, dad, grandma, grandpa, my sister, my brother, my wife, my husband, my boss, the office, the dentist, the doctor, the school, the plumber, my neighbour, my aunt, my uncle, my cousin")
+FAMILY = _words(
+    "mom, dad, grandma, grandpa, my sister, my brother, my wife, my husband, my boss, the office, the dentist, the doctor, the school, the plumber, my neighbour, my aunt, my uncle, my cousin"
+)
 
 ITEMS = _words("""milk, eggs, bread, butter, cheese, yogurt, apples, bananas, oranges, grapes, lemons, limes,
 strawberries, blueberries, raspberries, peaches, pears, plums, cherries, watermelon, pineapple, mango, avocado,
@@ -104,12 +110,20 @@ dolly parton, willie nelson, bob marley, fleetwood mac, the eagles, the doors, t
 blur, the cure, the smiths, u two, pearl jam, green day, foo fighters, the killers, arctic monkeys,
 daft punk, bach, mozart, beethoven, chopin, vivaldi, tchaikovsky, debussy, brahms, handel, schubert""")
 
-GENRES = _words("jazz, blues, rock, pop, classical, country, reggae, hip hop, soul, funk, folk, metal, punk, disco, techno, house music, salsa, gospel, opera, lullabies, rain sounds, white noise, christmas music, workout music, relaxing music, dinner music, party music, piano music")
+GENRES = _words(
+    "jazz, blues, rock, pop, classical, country, reggae, hip hop, soul, funk, folk, metal, punk, disco, techno, house music, salsa, gospel, opera, lullabies, rain sounds, white noise, christmas music, workout music, relaxing music, dinner music, party music, piano music"
+)
 
-ROOMS = _words("kitchen, living room, bedroom, bathroom, hallway, garage, office, basement, dining room, nursery, porch, garden, attic, laundry room, guest room, patio, backyard, front door, back door, upstairs, downstairs")
-DEVICES = _words("lights, lamp, fan, heater, air conditioner, thermostat, tv, television, radio, speaker, coffee maker, kettle, oven, dishwasher, washing machine, dryer, vacuum, robot vacuum, sprinklers, blinds, curtains, door lock, garage door, security camera, doorbell, humidifier, air purifier, fireplace, porch light, night light")
+ROOMS = _words(
+    "kitchen, living room, bedroom, bathroom, hallway, garage, office, basement, dining room, nursery, porch, garden, attic, laundry room, guest room, patio, backyard, front door, back door, upstairs, downstairs"
+)
+DEVICES = _words(
+    "lights, lamp, fan, heater, air conditioner, thermostat, tv, television, radio, speaker, coffee maker, kettle, oven, dishwasher, washing machine, dryer, vacuum, robot vacuum, sprinklers, blinds, curtains, door lock, garage door, security camera, doorbell, humidifier, air purifier, fireplace, porch light, night light"
+)
 COLOURS = _words("red, blue, green, yellow, orange, purple, pink, white, warm white, cool white, teal, violet, amber")
-DAYS = _words("monday, tuesday, wednesday, thursday, friday, saturday, sunday, today, tonight, tomorrow, tomorrow morning, tomorrow night, this weekend, next week, this afternoon, this evening")
+DAYS = _words(
+    "monday, tuesday, wednesday, thursday, friday, saturday, sunday, today, tonight, tomorrow, tomorrow morning, tomorrow night, this weekend, next week, this afternoon, this evening"
+)
 MONTHS = _words("january, february, march, april, may, june, july, august, september, october, november, december")
 ACTIVITIES = _words("""call the bank, pay the rent, water the plants, feed the dog, walk the dog, take my medicine,
 pick up the kids, buy a birthday present, book a table, renew my passport, return the library books,
@@ -117,7 +131,9 @@ charge my phone, check the oven, take out the trash, move the car, call the vet,
 send the invoice, cancel the subscription, pack my suitcase, clean the fridge, change the sheets,
 go to the gym, stretch, drink some water, practice the piano, read the contract, email the landlord,
 buy stamps, fill up the tank, check the mail, lock the back door, pay the electricity bill""")
-FOODS = _words("pancakes, lasagna, chili, curry, risotto, guacamole, banana bread, chicken soup, apple pie, brownies, meatballs, fried rice, omelette, pad thai, tacos, burritos, carrot cake, scones, paella, goulash, stew, falafel, dumplings, ramen, sushi, quiche, muffins, meatloaf")
+FOODS = _words(
+    "pancakes, lasagna, chili, curry, risotto, guacamole, banana bread, chicken soup, apple pie, brownies, meatballs, fried rice, omelette, pad thai, tacos, burritos, carrot cake, scones, paella, goulash, stew, falafel, dumplings, ramen, sushi, quiche, muffins, meatloaf"
+)
 QUESTIONS = _words("""how far is the moon, how tall is mount everest, who wrote hamlet, who painted the mona lisa,
 what is the capital of australia, what is the capital of canada, how many ounces are in a pound,
 how many feet are in a mile, what is the speed of light, when did the titanic sink, who invented the telephone,
@@ -127,7 +143,9 @@ how many bones are in the human body, why is the sky blue, how do airplanes fly,
 what day is it, what is today's date, what's the news, tell me a joke, tell me a story, flip a coin,
 roll a dice, what can you do, how are you, what's your name, who made you, what's on my calendar,
 what's my next meeting, do i have any messages, read my messages, where is my phone""")
-UNITS = _words("cups, tablespoons, teaspoons, ounces, pounds, grams, kilograms, liters, miles, kilometers, inches, centimeters, feet, meters, degrees fahrenheit, degrees celsius")
+UNITS = _words(
+    "cups, tablespoons, teaspoons, ounces, pounds, grams, kilograms, liters, miles, kilometers, inches, centimeters, feet, meters, degrees fahrenheit, degrees celsius"
+)
 WEATHER = _words("rain, snow, sunshine, wind, fog, thunder, a storm, hail, frost, a heatwave")
 APPS = _words("spotify, the radio, my playlist, my favorites, my podcast, the news, an audiobook")
 
@@ -151,134 +169,158 @@ def _duration(rng):
 
 
 def _clock(rng):
-    return spell_time(_hour(rng), _minute(rng)) + _pick(rng, ("", "", " a m", " p m", " in the morning", " in the evening", " at night"))
+    return spell_time(_hour(rng), _minute(rng)) + _pick(
+        rng, ("", "", " a m", " p m", " in the morning", " in the evening", " at night")
+    )
 
 
 def _template(rng: np.random.Generator) -> str:
     p = lambda options: _pick(rng, options)  # noqa: E731
     intent = int(rng.integers(12))
     if intent == 0:
-        return p((
-            f"set a timer for {_duration(rng)}",
-            f"start a {_duration(rng)} timer",
-            f"set a {p(FOODS)} timer for {_duration(rng)}",
-            f"how much time is left on my timer",
-            f"cancel the {p(FOODS)} timer",
-            f"add {_duration(rng)} to the timer",
-            f"pause the timer",
-        ))
+        return p(
+            (
+                f"set a timer for {_duration(rng)}",
+                f"start a {_duration(rng)} timer",
+                f"set a {p(FOODS)} timer for {_duration(rng)}",
+                f"how much time is left on my timer",
+                f"cancel the {p(FOODS)} timer",
+                f"add {_duration(rng)} to the timer",
+                f"pause the timer",
+            )
+        )
     if intent == 1:
-        return p((
-            f"wake me up at {_clock(rng)}",
-            f"set an alarm for {_clock(rng)} {p(DAYS)}",
-            f"set an alarm for {p(DAYS)} at {_clock(rng)}",
-            f"cancel my alarm for {_clock(rng)}",
-            f"snooze for {_duration(rng)}",
-            f"what alarms do i have {p(DAYS)}",
-            f"change my {_clock(rng)} alarm to {_clock(rng)}",
-        ))
+        return p(
+            (
+                f"wake me up at {_clock(rng)}",
+                f"set an alarm for {_clock(rng)} {p(DAYS)}",
+                f"set an alarm for {p(DAYS)} at {_clock(rng)}",
+                f"cancel my alarm for {_clock(rng)}",
+                f"snooze for {_duration(rng)}",
+                f"what alarms do i have {p(DAYS)}",
+                f"change my {_clock(rng)} alarm to {_clock(rng)}",
+            )
+        )
     if intent == 2:
-        return p((
-            f"what's the weather in {p(CITIES)}",
-            f"what's the weather like {p(DAYS)}",
-            f"will it {p(('rain', 'snow', 'be windy', 'be sunny', 'be cold', 'be hot'))} in {p(CITIES)} {p(DAYS)}",
-            f"is there going to be {p(WEATHER)} {p(DAYS)}",
-            f"what's the temperature in {p(CITIES)} right now",
-            f"how hot will it get in {p(CITIES)} on {p(DAYS)}",
-            f"do i need an umbrella {p(DAYS)}",
-            f"what's the forecast for {p(CITIES)} this weekend",
-        ))
+        return p(
+            (
+                f"what's the weather in {p(CITIES)}",
+                f"what's the weather like {p(DAYS)}",
+                f"will it {p(('rain', 'snow', 'be windy', 'be sunny', 'be cold', 'be hot'))} in {p(CITIES)} {p(DAYS)}",
+                f"is there going to be {p(WEATHER)} {p(DAYS)}",
+                f"what's the temperature in {p(CITIES)} right now",
+                f"how hot will it get in {p(CITIES)} on {p(DAYS)}",
+                f"do i need an umbrella {p(DAYS)}",
+                f"what's the forecast for {p(CITIES)} this weekend",
+            )
+        )
     if intent == 3:
-        return p((
-            f"play {p(ARTISTS)}",
-            f"play some {p(GENRES)}",
-            f"play {p(GENRES)} in the {p(ROOMS)}",
-            f"play the latest album by {p(ARTISTS)}",
-            f"shuffle songs by {p(ARTISTS)}",
-            f"play {p(APPS)}",
-            f"skip this song",
-            f"who sings this song",
-            f"turn the volume up to {spell_number(int(rng.integers(1, 11)))}",
-            f"add this song to my {p(GENRES)} playlist",
-            f"play something like {p(ARTISTS)}",
-        ))
+        return p(
+            (
+                f"play {p(ARTISTS)}",
+                f"play some {p(GENRES)}",
+                f"play {p(GENRES)} in the {p(ROOMS)}",
+                f"play the latest album by {p(ARTISTS)}",
+                f"shuffle songs by {p(ARTISTS)}",
+                f"play {p(APPS)}",
+                f"skip this song",
+                f"who sings this song",
+                f"turn the volume up to {spell_number(int(rng.integers(1, 11)))}",
+                f"add this song to my {p(GENRES)} playlist",
+                f"play something like {p(ARTISTS)}",
+            )
+        )
     if intent == 4:
-        return p((
-            f"turn {p(('on', 'off'))} the {p(ROOMS)} {p(DEVICES)}",
-            f"turn the {p(DEVICES)} in the {p(ROOMS)} {p(('on', 'off'))}",
-            f"dim the {p(ROOMS)} lights to {spell_number(int(rng.integers(1, 20)) * 5)} percent",
-            f"set the {p(ROOMS)} lights to {p(COLOURS)}",
-            f"set the thermostat to {spell_number(int(rng.integers(60, 80)))} degrees",
-            f"is the {p(('front door', 'back door', 'garage door'))} locked",
-            f"lock the {p(('front door', 'back door', 'garage door'))}",
-            f"start the {p(DEVICES)}",
-            f"show me the {p(ROOMS)} camera",
-            f"make it {p(('warmer', 'cooler', 'brighter', 'darker'))} in the {p(ROOMS)}",
-        ))
+        return p(
+            (
+                f"turn {p(('on', 'off'))} the {p(ROOMS)} {p(DEVICES)}",
+                f"turn the {p(DEVICES)} in the {p(ROOMS)} {p(('on', 'off'))}",
+                f"dim the {p(ROOMS)} lights to {spell_number(int(rng.integers(1, 20)) * 5)} percent",
+                f"set the {p(ROOMS)} lights to {p(COLOURS)}",
+                f"set the thermostat to {spell_number(int(rng.integers(60, 80)))} degrees",
+                f"is the {p(('front door', 'back door', 'garage door'))} locked",
+                f"lock the {p(('front door', 'back door', 'garage door'))}",
+                f"start the {p(DEVICES)}",
+                f"show me the {p(ROOMS)} camera",
+                f"make it {p(('warmer', 'cooler', 'brighter', 'darker'))} in the {p(ROOMS)}",
+            )
+        )
     if intent == 5:
-        return p((
-            f"add {p(ITEMS)} to my shopping list",
-            f"add {p(ITEMS)} and {p(ITEMS)} to the list",
-            f"put {spell_number(int(rng.integers(2, 13)))} {p(ITEMS)} on my shopping list",
-            f"remove {p(ITEMS)} from my shopping list",
-            f"what's on my shopping list",
-            f"do i need {p(ITEMS)}",
-            f"order more {p(ITEMS)}",
-            f"clear my shopping list",
-        ))
+        return p(
+            (
+                f"add {p(ITEMS)} to my shopping list",
+                f"add {p(ITEMS)} and {p(ITEMS)} to the list",
+                f"put {spell_number(int(rng.integers(2, 13)))} {p(ITEMS)} on my shopping list",
+                f"remove {p(ITEMS)} from my shopping list",
+                f"what's on my shopping list",
+                f"do i need {p(ITEMS)}",
+                f"order more {p(ITEMS)}",
+                f"clear my shopping list",
+            )
+        )
     if intent == 6:
-        return p((
-            f"call {p(FIRST_NAMES)}",
-            f"call {p(FAMILY)}",
-            f"call {p(FIRST_NAMES)} on speaker",
-            f"send a message to {p(FIRST_NAMES)} saying i'll be late",
-            f"text {p(FAMILY)} that i'm on my way",
-            f"video call {p(FIRST_NAMES)}",
-            f"hang up",
-            f"redial the last number",
-            f"tell {p(FIRST_NAMES)} i'll be there at {_clock(rng)}",
-        ))
+        return p(
+            (
+                f"call {p(FIRST_NAMES)}",
+                f"call {p(FAMILY)}",
+                f"call {p(FIRST_NAMES)} on speaker",
+                f"send a message to {p(FIRST_NAMES)} saying i'll be late",
+                f"text {p(FAMILY)} that i'm on my way",
+                f"video call {p(FIRST_NAMES)}",
+                f"hang up",
+                f"redial the last number",
+                f"tell {p(FIRST_NAMES)} i'll be there at {_clock(rng)}",
+            )
+        )
     if intent == 7:
-        return p((
-            f"remind me to {p(ACTIVITIES)} {p(DAYS)}",
-            f"remind me to {p(ACTIVITIES)} at {_clock(rng)}",
-            f"remind me in {_duration(rng)} to {p(ACTIVITIES)}",
-            f"remind me on {p(MONTHS)} {spell_number(int(rng.integers(1, 29)))} to {p(ACTIVITIES)}",
-            f"what are my reminders for {p(DAYS)}",
-        ))
+        return p(
+            (
+                f"remind me to {p(ACTIVITIES)} {p(DAYS)}",
+                f"remind me to {p(ACTIVITIES)} at {_clock(rng)}",
+                f"remind me in {_duration(rng)} to {p(ACTIVITIES)}",
+                f"remind me on {p(MONTHS)} {spell_number(int(rng.integers(1, 29)))} to {p(ACTIVITIES)}",
+                f"what are my reminders for {p(DAYS)}",
+            )
+        )
     if intent == 8:
         return p(QUESTIONS)
     if intent == 9:
         a, b = int(rng.integers(2, 100)), int(rng.integers(2, 100))
-        return p((
-            f"what's {spell_number(a)} {p(('plus', 'minus', 'times'))} {spell_number(b)}",
-            f"what is {spell_number(a)} percent of {spell_number(b * 10)}",
-            f"convert {spell_number(a)} {p(UNITS)} to {p(UNITS)}",
-            f"how many {p(UNITS)} in {spell_number(a)} {p(UNITS)}",
-            f"what time is it in {p(CITIES)}",
-            f"how long does it take to drive to {p(CITIES)}",
-            f"how far is {p(CITIES)} from {p(CITIES)}",
-        ))
+        return p(
+            (
+                f"what's {spell_number(a)} {p(('plus', 'minus', 'times'))} {spell_number(b)}",
+                f"what is {spell_number(a)} percent of {spell_number(b * 10)}",
+                f"convert {spell_number(a)} {p(UNITS)} to {p(UNITS)}",
+                f"how many {p(UNITS)} in {spell_number(a)} {p(UNITS)}",
+                f"what time is it in {p(CITIES)}",
+                f"how long does it take to drive to {p(CITIES)}",
+                f"how far is {p(CITIES)} from {p(CITIES)}",
+            )
+        )
     if intent == 10:
-        return p((
-            f"how do i make {p(FOODS)}",
-            f"find a recipe for {p(FOODS)}",
-            f"how long should i bake {p(FOODS)}",
-            f"what can i make with {p(ITEMS)} and {p(ITEMS)}",
-            f"how many calories are in {p(ITEMS)}",
-        ))
-    return p((
-        f"schedule a meeting with {p(FIRST_NAMES)} {p(DAYS)} at {_clock(rng)}",
-        f"what's on my calendar for {p(DAYS)}",
-        f"move my {_clock(rng)} meeting to {p(DAYS)}",
-        f"when is {p(FIRST_NAMES)}'s birthday",
-        f"add {p(FIRST_NAMES)}'s birthday on {p(MONTHS)} {spell_number(int(rng.integers(1, 29)))}",
-        f"book a flight to {p(CITIES)} {p(DAYS)}",
-        f"find a hotel in {p(CITIES)}",
-        f"navigate to {p(CITIES)}",
-        f"how is the traffic to {p(CITIES)}",
-        f"order a taxi to {p(CITIES)} airport",
-    ))
+        return p(
+            (
+                f"how do i make {p(FOODS)}",
+                f"find a recipe for {p(FOODS)}",
+                f"how long should i bake {p(FOODS)}",
+                f"what can i make with {p(ITEMS)} and {p(ITEMS)}",
+                f"how many calories are in {p(ITEMS)}",
+            )
+        )
+    return p(
+        (
+            f"schedule a meeting with {p(FIRST_NAMES)} {p(DAYS)} at {_clock(rng)}",
+            f"what's on my calendar for {p(DAYS)}",
+            f"move my {_clock(rng)} meeting to {p(DAYS)}",
+            f"when is {p(FIRST_NAMES)}'s birthday",
+            f"add {p(FIRST_NAMES)}'s birthday on {p(MONTHS)} {spell_number(int(rng.integers(1, 29)))}",
+            f"book a flight to {p(CITIES)} {p(DAYS)}",
+            f"find a hotel in {p(CITIES)}",
+            f"navigate to {p(CITIES)}",
+            f"how is the traffic to {p(CITIES)}",
+            f"order a taxi to {p(CITIES)} airport",
+        )
+    )
 
 
 _ALLOWED = re.compile(r"^[a-z' ]+$")
@@ -324,5 +366,16 @@ def broadcast_sentences(count: int, seed: int) -> list[str]:
         if rng.random() < 0.25:
             out.append(normalise(_pick(rng, _ADS)))
         else:
-            out.append(normalise(" ".join((_pick(rng, _NEWS_SUBJECTS), _pick(rng, _NEWS_VERBS), _pick(rng, _NEWS_OBJECTS), _pick(rng, _NEWS_TAILS)))))
+            out.append(
+                normalise(
+                    " ".join(
+                        (
+                            _pick(rng, _NEWS_SUBJECTS),
+                            _pick(rng, _NEWS_VERBS),
+                            _pick(rng, _NEWS_OBJECTS),
+                            _pick(rng, _NEWS_TAILS),
+                        )
+                    )
+                )
+            )
     return out

@@ -60,15 +60,26 @@ def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: s
     try:
         info = audio_io.audio_info(record["audio"])
         if info.channels != 1:
-            return {"error": f"{name}: {record['audio']} has {info.channels} channels; tsasr needs mono", "reason": "multichannel"}
+            return {
+                "error": f"{name}: {record['audio']} has {info.channels} channels; tsasr needs mono",
+                "reason": "multichannel",
+            }
         audio = audio_io.read_audio(record["audio"])
     except audio_io.AudioError as err:
-        reason = "missing" if "not found" in str(err) else "empty" if "empty" in str(err) else (
-            "non_finite" if "NaN" in str(err) else "unreadable")
+        reason = (
+            "missing"
+            if "not found" in str(err)
+            else "empty"
+            if "empty" in str(err)
+            else ("non_finite" if "NaN" in str(err) else "unreadable")
+        )
         return {"error": f"{name}: {err}", "reason": reason}
     duration = len(audio) / audio_io.SAMPLE_RATE
     if duration < min_duration:
-        return {"error": f"{name}: {duration:.3f} s is shorter than corpus.min_duration={min_duration} s", "reason": "too_short"}
+        return {
+            "error": f"{name}: {duration:.3f} s is shorter than corpus.min_duration={min_duration} s",
+            "reason": "too_short",
+        }
     if np.max(np.abs(audio)) == 0.0:
         return {"error": f"{name}: audio is all zeros", "reason": "empty"}
     text = record.get("text")
@@ -79,7 +90,10 @@ def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: s
         text = " ".join(text.lower().split())
         bad = sorted(set(re.sub(alphabet, "", text)))
         if bad:
-            return {"error": f"{name}: text has characters outside the alphabet: {''.join(bad)!r}", "reason": "bad_characters"}
+            return {
+                "error": f"{name}: text has characters outside the alphabet: {''.join(bad)!r}",
+                "reason": "bad_characters",
+            }
     speaker = record.get("speaker") or re.split(r"[-_]", record["id"], maxsplit=1)[0]
     out = {k: v for k, v in record.items() if not k.startswith("_")}
     out.update(duration=round(duration, 4), speaker=speaker, sample_rate=info.samplerate)
@@ -88,8 +102,17 @@ def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: s
     return {"record": out}
 
 
-def validate(path: pathlib.Path, *, labelled: bool, min_duration: float, alphabet: str, on_bad_input: str,
-             parts_dir: pathlib.Path, workers: int, split: str) -> tuple[list[dict], collections.Counter]:
+def validate(
+    path: pathlib.Path,
+    *,
+    labelled: bool,
+    min_duration: float,
+    alphabet: str,
+    on_bad_input: str,
+    parts_dir: pathlib.Path,
+    workers: int,
+    split: str,
+) -> tuple[list[dict], collections.Counter]:
     """Checks every line of a user manifest; returns the good records and counts of skips by reason."""
     if on_bad_input not in ("skip", "stop"):
         raise ValueError(f"on_bad_input must be 'skip' or 'stop', not {on_bad_input!r}")
@@ -132,11 +155,19 @@ def import_corpus(cfg, out: pathlib.Path, workers: int) -> dict:
     for split in SPLITS:
         path = cfg.manifests.get(split)
         if not path:
-            raise BadInputError(f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})")
+            raise BadInputError(
+                f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})"
+            )
         good, skipped = validate(
-            pathlib.Path(path).expanduser(), labelled=split != "train_unlabelled", min_duration=cfg.min_duration,
-            alphabet=cfg.alphabet, on_bad_input=cfg.on_bad_input, parts_dir=out / ".parts" / split,
-            workers=workers, split=split)
+            pathlib.Path(path).expanduser(),
+            labelled=split != "train_unlabelled",
+            min_duration=cfg.min_duration,
+            alphabet=cfg.alphabet,
+            on_bad_input=cfg.on_bad_input,
+            parts_dir=out / ".parts" / split,
+            workers=workers,
+            split=split,
+        )
         if not good:
             raise BadInputError(f"{path}: no usable utterances in split {split}")
         manifest.write_manifest(out / f"{split}.jsonl", good)

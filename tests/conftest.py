@@ -14,8 +14,9 @@ EXPERIMENT = ROOT / "experiments" / "top20_T2.py"
 
 
 def tiny_config(**overrides):
-    config = config_lib.experiment_config(EXPERIMENT, tiny_run=True,
-                                          overrides=[f"{k}={v}" for k, v in overrides.items()])
+    config = config_lib.experiment_config(
+        EXPERIMENT, tiny_run=True, overrides=[f"{k}={v}" for k, v in overrides.items()]
+    )
     with config.unlocked():
         config.workers = 2
     return config

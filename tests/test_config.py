@@ -18,9 +18,15 @@ def test_experiment_config_is_locked_and_named():
 
 
 def test_overrides_are_parsed_to_the_field_type():
-    config = config_lib.experiment_config(EXPERIMENT, overrides=[
-        "--config.corpus.hours=2", "--config.noisify.snr_db=(5, 15)", "--config.corpus.source=manifest",
-        "--config.seed=7"])
+    config = config_lib.experiment_config(
+        EXPERIMENT,
+        overrides=[
+            "--config.corpus.hours=2",
+            "--config.noisify.snr_db=(5, 15)",
+            "--config.corpus.source=manifest",
+            "--config.seed=7",
+        ],
+    )
     assert config.corpus.hours == 2.0 and isinstance(config.corpus.hours, float)
     assert config.noisify.snr_db == (5.0, 15.0)
     assert config.corpus.source == "manifest"
@@ -44,10 +50,27 @@ def test_tiny_shrinks_the_corpus():
 
 
 def test_cli_writes_config_json_and_stops_where_told(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "tsasr.run", str(EXPERIMENT), "--tiny", "--until", "noise",
-                          "--workdir", str(tmp_path), "--config.workers=1", "--config.noise.train_minutes=0.2",
-                          "--config.noise.test_minutes=0.2", "--config.corpus.hours=0.01"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsasr.run",
+            str(EXPERIMENT),
+            "--tiny",
+            "--until",
+            "noise",
+            "--workdir",
+            str(tmp_path),
+            "--config.workers=1",
+            "--config.noise.train_minutes=0.2",
+            "--config.noise.test_minutes=0.2",
+            "--config.corpus.hours=0.01",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["noise"]["train_minutes"] == 0.2 and saved["name"] == "top20_T2"

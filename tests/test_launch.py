@@ -27,8 +27,23 @@ def sweep():
 
 
 def test_tpu_command_runs_the_experiment_on_every_worker(capsys):
-    assert launch.main([str(EXPERIMENT), "--target", "tpu", "--name", "pod-1", "--zone", "europe-west4-a",
-                        "--workdir", "gs://bucket/run", "--config.student.top_k=40"]) == 0
+    assert (
+        launch.main(
+            [
+                str(EXPERIMENT),
+                "--target",
+                "tpu",
+                "--name",
+                "pod-1",
+                "--zone",
+                "europe-west4-a",
+                "--workdir",
+                "gs://bucket/run",
+                "--config.student.top_k=40",
+            ]
+        )
+        == 0
+    )
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("gcloud compute tpus tpu-vm ssh pod-1 --zone=europe-west4-a --worker=all --command=")
     assert "python -m tsasr.run" in line and "--workdir gs://bucket/run --distributed" in line
@@ -36,11 +51,28 @@ def test_tpu_command_runs_the_experiment_on_every_worker(capsys):
 
 
 def test_sbatch_script_one_task_per_node(capsys):
-    launch.main([str(EXPERIMENT), "--target", "slurm", "--nodes", "4", "--gpus-per-node", "8",
-                 "--partition", "gpu", "--workdir", "/scratch/run"])
+    launch.main(
+        [
+            str(EXPERIMENT),
+            "--target",
+            "slurm",
+            "--nodes",
+            "4",
+            "--gpus-per-node",
+            "8",
+            "--partition",
+            "gpu",
+            "--workdir",
+            "/scratch/run",
+        ]
+    )
     script = capsys.readouterr().out
-    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --partition=gpu"):
+    for line in (
+        "#SBATCH --nodes=4",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --partition=gpu",
+    ):
         assert line in script
     assert "srun python -m tsasr.run" in script and "--distributed" in script and "--array" not in script
 
@@ -79,12 +111,35 @@ def test_two_process_launch_trains_the_teacher(tiny_run, tmp_path):
             marker.unlink()
     port = _free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    procs = [subprocess.Popen([sys.executable, "-m", "tsasr.run", str(EXPERIMENT), "--tiny", "--workdir", str(workdir),
-                               "--until", "teacher_ce", "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2",
-                               "--process_id", str(i), "--config.teacher.train.num_steps=8",
-                               "--config.teacher.train.checkpoint_every=8"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tsasr.run",
+                str(EXPERIMENT),
+                "--tiny",
+                "--workdir",
+                str(workdir),
+                "--until",
+                "teacher_ce",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num_processes",
+                "2",
+                "--process_id",
+                str(i),
+                "--config.teacher.train.num_steps=8",
+                "--config.teacher.train.checkpoint_every=8",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "on 2 devices" in outputs[0]  # one global mesh over both processes

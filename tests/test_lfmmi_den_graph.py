@@ -12,102 +12,99 @@ from tsasr.losses import lfmmi
 
 
 def random_sequences(rng, num, num_phones=6):
-  return [rng.integers(1, num_phones + 1, size=int(rng.integers(2, 9))).tolist()
-          for _ in range(num)]
+    return [rng.integers(1, num_phones + 1, size=int(rng.integers(2, 9))).tolist() for _ in range(num)]
 
 
 def test_phone_lm_is_stochastic_and_maximum_likelihood():
-  rng = np.random.default_rng(0)
-  sequences = random_sequences(rng, 200)
-  unpruned = den_graph.estimate_phone_lm(sequences, order=4, num_extra_histories=10 ** 9)
-  pruned = den_graph.estimate_phone_lm(sequences, order=4, num_extra_histories=20)
-  counts = den_graph.count_ngrams(sequences, 4)
-  assert len(unpruned.histories) == len(counts)  # every seen history is a state
-  for lm in (unpruned, pruned):
-    for h, out in zip(lm.histories, lm.arcs):
-      np.testing.assert_allclose(sum(math.exp(lp) for _, lp, _ in out), 1.0, rtol=1e-12)
-      for phone, lp, target in out:
-        assert lp == pytest.approx(math.log(counts[h][phone] / sum(counts[h].values())))
-        if phone != den_graph.EOS:  # next state: the longest kept suffix of h + phone
-          extended = (h + (phone,))[-3:]
-          kept = set(lm.histories)
-          longest = next(extended[i:] for i in range(len(extended)) if extended[i:] in kept)
-          assert lm.histories[target] == longest
-  long_histories = [h for h in pruned.histories if len(h) == 3]
-  assert len(long_histories) == 20
-  frequency = {h: sum(c.values()) for h, c in counts.items() if len(h) == 3}
-  threshold = min(frequency[h] for h in long_histories)
-  assert all(f <= threshold for h, f in frequency.items() if h not in long_histories)
-  assert pruned.histories[0] == (den_graph.BOS,)
+    rng = np.random.default_rng(0)
+    sequences = random_sequences(rng, 200)
+    unpruned = den_graph.estimate_phone_lm(sequences, order=4, num_extra_histories=10**9)
+    pruned = den_graph.estimate_phone_lm(sequences, order=4, num_extra_histories=20)
+    counts = den_graph.count_ngrams(sequences, 4)
+    assert len(unpruned.histories) == len(counts)  # every seen history is a state
+    for lm in (unpruned, pruned):
+        for h, out in zip(lm.histories, lm.arcs):
+            np.testing.assert_allclose(sum(math.exp(lp) for _, lp, _ in out), 1.0, rtol=1e-12)
+            for phone, lp, target in out:
+                assert lp == pytest.approx(math.log(counts[h][phone] / sum(counts[h].values())))
+                if phone != den_graph.EOS:  # next state: the longest kept suffix of h + phone
+                    extended = (h + (phone,))[-3:]
+                    kept = set(lm.histories)
+                    longest = next(extended[i:] for i in range(len(extended)) if extended[i:] in kept)
+                    assert lm.histories[target] == longest
+    long_histories = [h for h in pruned.histories if len(h) == 3]
+    assert len(long_histories) == 20
+    frequency = {h: sum(c.values()) for h, c in counts.items() if len(h) == 3}
+    threshold = min(frequency[h] for h in long_histories)
+    assert all(f <= threshold for h, f in frequency.items() if h not in long_histories)
+    assert pruned.histories[0] == (den_graph.BOS,)
 
 
 def test_deterministic_lm_graph_equals_the_numerator():
-  # One training sequence: every LM probability is 1, so the denominator is exactly the
-  # full numerator of that phone sequence.
-  phones = [2, 1, 3, 1]
-  topology = den_graph.HmmTopology(num_states=lambda p: 2 if p == 3 else 3,
-                                   self_loop_log_prob=math.log(0.7),
-                                   forward_log_prob=math.log(0.3))
-  senone_of = lambda left, centre, right, state: 10 * centre + state + (left == 0)
-  den = den_graph.denominator_graph([phones], senone_of=senone_of, topology=topology,
-                                    order=3)
-  states = []
-  for i, p in enumerate(phones):
-    left = phones[i - 1] if i else 0
-    right = phones[i + 1] if i + 1 < len(phones) else 0
-    states += [senone_of(left, p, right, s) for s in range(topology.num_states(p))]
-  num = fsa_lib.hmm_state_numerator(states, math.log(0.7), math.log(0.3))
-  rng = np.random.default_rng(1)
-  log_likes = rng.normal(size=(2, 16, 40))
-  paddings = np.zeros((2, 16))
-  paddings[1, 13:] = 1.0
-  with jax.enable_x64(True):
-    den_z, den_occ = lfmmi.den_forward_backward(log_likes, paddings, den)
-    num_z, num_occ = lfmmi.forward_backward(log_likes, paddings, num)
-  np.testing.assert_allclose(den_z, num_z, rtol=1e-9)
-  np.testing.assert_allclose(den_occ, num_occ, atol=1e-9)
+    # One training sequence: every LM probability is 1, so the denominator is exactly the
+    # full numerator of that phone sequence.
+    phones = [2, 1, 3, 1]
+    topology = den_graph.HmmTopology(
+        num_states=lambda p: 2 if p == 3 else 3, self_loop_log_prob=math.log(0.7), forward_log_prob=math.log(0.3)
+    )
+    senone_of = lambda left, centre, right, state: 10 * centre + state + (left == 0)
+    den = den_graph.denominator_graph([phones], senone_of=senone_of, topology=topology, order=3)
+    states = []
+    for i, p in enumerate(phones):
+        left = phones[i - 1] if i else 0
+        right = phones[i + 1] if i + 1 < len(phones) else 0
+        states += [senone_of(left, p, right, s) for s in range(topology.num_states(p))]
+    num = fsa_lib.hmm_state_numerator(states, math.log(0.7), math.log(0.3))
+    rng = np.random.default_rng(1)
+    log_likes = rng.normal(size=(2, 16, 40))
+    paddings = np.zeros((2, 16))
+    paddings[1, 13:] = 1.0
+    with jax.enable_x64(True):
+        den_z, den_occ = lfmmi.den_forward_backward(log_likes, paddings, den)
+        num_z, num_occ = lfmmi.forward_backward(log_likes, paddings, num)
+    np.testing.assert_allclose(den_z, num_z, rtol=1e-9)
+    np.testing.assert_allclose(den_occ, num_occ, atol=1e-9)
 
 
 def test_expanded_graph_is_stochastic():
-  rng = np.random.default_rng(2)
-  sequences = random_sequences(rng, 60, num_phones=4)
-  topology = den_graph.HmmTopology(num_states=lambda p: 2)
-  senone_of = lambda left, centre, right, state: (centre * 2 + state) * 3 + (left + right) % 3
-  den = den_graph.denominator_graph(sequences, senone_of=senone_of, topology=topology,
-                                    order=3, num_extra_histories=5)
-  out = np.zeros(den.num_states)
-  np.add.at(out, den.src, np.exp(den.log_weight))
-  out += np.exp(den.final)
-  # Every HMM state: loop + forward x (LM probabilities summing to 1) = 1.
-  np.testing.assert_allclose(out, 1.0, rtol=1e-9)
-  assert np.all(den.label >= 0) and den.start[0] == 0.0 and np.all(np.isneginf(den.start[1:]))
+    rng = np.random.default_rng(2)
+    sequences = random_sequences(rng, 60, num_phones=4)
+    topology = den_graph.HmmTopology(num_states=lambda p: 2)
+    senone_of = lambda left, centre, right, state: (centre * 2 + state) * 3 + (left + right) % 3
+    den = den_graph.denominator_graph(sequences, senone_of=senone_of, topology=topology, order=3, num_extra_histories=5)
+    out = np.zeros(den.num_states)
+    np.add.at(out, den.src, np.exp(den.log_weight))
+    out += np.exp(den.final)
+    # Every HMM state: loop + forward x (LM probabilities summing to 1) = 1.
+    np.testing.assert_allclose(out, 1.0, rtol=1e-9)
+    assert np.all(den.label >= 0) and den.start[0] == 0.0 and np.all(np.isneginf(den.start[1:]))
 
 
 class _RecordingTree:
-  """The ContextDependency interface of tsasr.hmm.tree.SenoneTree, recording windows."""
+    """The ContextDependency interface of tsasr.hmm.tree.SenoneTree, recording windows."""
 
-  context_width, central_position, num_pdfs = 3, 1, 64
+    context_width, central_position, num_pdfs = 3, 1, 64
 
-  def __init__(self):
-    self.windows = set()
+    def __init__(self):
+        self.windows = set()
 
-  def num_states(self, phone):
-    return 5 if phone == 1 else 3
+    def num_states(self, phone):
+        return 5 if phone == 1 else 3
 
-  def pdf(self, window, state):
-    self.windows.add(tuple(window))
-    return (window[1] * 5 + state) % self.num_pdfs
+    def pdf(self, window, state):
+        self.windows.add(tuple(window))
+        return (window[1] * 5 + state) % self.num_pdfs
 
 
 def test_senone_tree_interface_gives_windows_and_topology():
-  tree = _RecordingTree()
-  den = den_graph.denominator_graph([[1, 2, 3, 1], [1, 3, 1]], tree, order=3)
-  assert (0, 1, 2) in tree.windows and (3, 1, 0) in tree.windows  # boundaries are 0
-  assert (2, 3, 1) in tree.windows and (1, 3, 1) in tree.windows
-  assert all(len(w) == 3 and w[1] != 0 for w in tree.windows)
-  # Phone 1 has 5 states and the shortest trigram path is 1 3 1: 5 + 3 + 5 frames.
-  lengths = []
-  for frames in (12, 13):
-    log_z, _ = lfmmi.den_forward_backward(np.zeros((1, frames, 64)), np.zeros((1, frames)), den)
-    lengths.append(np.isfinite(float(log_z[0])))
-  assert lengths == [False, True]
+    tree = _RecordingTree()
+    den = den_graph.denominator_graph([[1, 2, 3, 1], [1, 3, 1]], tree, order=3)
+    assert (0, 1, 2) in tree.windows and (3, 1, 0) in tree.windows  # boundaries are 0
+    assert (2, 3, 1) in tree.windows and (1, 3, 1) in tree.windows
+    assert all(len(w) == 3 and w[1] != 0 for w in tree.windows)
+    # Phone 1 has 5 states and the shortest trigram path is 1 3 1: 5 + 3 + 5 frames.
+    lengths = []
+    for frames in (12, 13):
+        log_z, _ = lfmmi.den_forward_backward(np.zeros((1, frames, 64)), np.zeros((1, frames)), den)
+        lengths.append(np.isfinite(float(log_z[0])))
+    assert lengths == [False, True]

@@ -8,76 +8,74 @@ import pytest
 from tsasr.models import build_model, lstm, subsample_targets, subsampled_length
 
 TINY = {
-    'lstm': dict(hidden=16, num_layers=2, unroll=1),
-    'tdnn': dict(hidden=16, num_layers=3, dilations=(1, 0, 2)),
-    'conformer': dict(dim=16, num_layers=2, num_heads=2, conv_kernel=5),
+    "lstm": dict(hidden=16, num_layers=2, unroll=1),
+    "tdnn": dict(hidden=16, num_layers=3, dilations=(1, 0, 2)),
+    "conformer": dict(dim=16, num_layers=2, num_heads=2, conv_kernel=5),
 }
 
 
 def make(name, subsampling=1):
-  return build_model(dict(name=name, num_senones=10, subsampling=subsampling, **TINY[name]))
+    return build_model(dict(name=name, num_senones=10, subsampling=subsampling, **TINY[name]))
 
 
 def inputs(frames=11, batch=2, dim=8, seed=0):
-  features = jax.random.normal(jax.random.PRNGKey(seed), (batch, frames, dim))
-  paddings = jnp.zeros((batch, frames)).at[1, 7:].set(1.0)
-  return features, paddings
+    features = jax.random.normal(jax.random.PRNGKey(seed), (batch, frames, dim))
+    paddings = jnp.zeros((batch, frames)).at[1, 7:].set(1.0)
+    return features, paddings
 
 
-CASES = [('lstm', 1), ('lstm', 2), ('tdnn', 1), ('tdnn', 3), ('conformer', 1),
-         ('conformer', 3)]
+CASES = [("lstm", 1), ("lstm", 2), ("tdnn", 1), ("tdnn", 3), ("conformer", 1), ("conformer", 3)]
 
 
-@pytest.mark.parametrize('name,subsampling', CASES)
+@pytest.mark.parametrize("name,subsampling", CASES)
 def test_shapes_and_padding_invariance(name, subsampling):
-  model = make(name, subsampling)
-  features, paddings = inputs()
-  # Real frames must not change when 6 frames of padding are appended, filled with
-  # noise, and the existing pads of row 1 are overwritten: padding content is ignored.
-  extra = jax.random.normal(jax.random.PRNGKey(7), (2, 6, 8))
-  longer = jnp.concatenate([features, extra], axis=1).at[1, 7:11].set(100.0)
-  longer_paddings = jnp.concatenate([paddings, jnp.ones((2, 6))], axis=1)
+    model = make(name, subsampling)
+    features, paddings = inputs()
+    # Real frames must not change when 6 frames of padding are appended, filled with
+    # noise, and the existing pads of row 1 are overwritten: padding content is ignored.
+    extra = jax.random.normal(jax.random.PRNGKey(7), (2, 6, 8))
+    longer = jnp.concatenate([features, extra], axis=1).at[1, 7:11].set(100.0)
+    longer_paddings = jnp.concatenate([paddings, jnp.ones((2, 6))], axis=1)
 
-  @jax.jit  # One compilation per case: init and both applications together.
-  def run(features, paddings, longer, longer_paddings):
-    variables = model.init(jax.random.PRNGKey(1), features, paddings)
-    return (model.apply(variables, features, paddings),
-            model.apply(variables, longer, longer_paddings)[0])
+    @jax.jit  # One compilation per case: init and both applications together.
+    def run(features, paddings, longer, longer_paddings):
+        variables = model.init(jax.random.PRNGKey(1), features, paddings)
+        return (model.apply(variables, features, paddings), model.apply(variables, longer, longer_paddings)[0])
 
-  (logits, out_paddings), longer_logits = run(features, paddings, longer, longer_paddings)
-  frames = subsampled_length(11, subsampling)
-  assert logits.shape == (2, frames, 10)
-  assert out_paddings.shape == (2, frames)
-  # Output frame j is real iff input frame j * subsampling is; targets subsample alike.
-  _, target_paddings = subsample_targets(jnp.zeros((2, 11), jnp.int32), paddings,
-                                         subsampling)
-  np.testing.assert_array_equal(out_paddings, target_paddings)
-  assert np.all(np.isfinite(np.asarray(logits)))
-  real = np.asarray(out_paddings) < 0.5
-  assert real.sum() < real.size  # The case does exercise a padded row.
-  np.testing.assert_allclose(np.asarray(longer_logits)[:, :logits.shape[1]][real],
-                             np.asarray(logits)[real], rtol=1e-5, atol=1e-5)
+    (logits, out_paddings), longer_logits = run(features, paddings, longer, longer_paddings)
+    frames = subsampled_length(11, subsampling)
+    assert logits.shape == (2, frames, 10)
+    assert out_paddings.shape == (2, frames)
+    # Output frame j is real iff input frame j * subsampling is; targets subsample alike.
+    _, target_paddings = subsample_targets(jnp.zeros((2, 11), jnp.int32), paddings, subsampling)
+    np.testing.assert_array_equal(out_paddings, target_paddings)
+    assert np.all(np.isfinite(np.asarray(logits)))
+    real = np.asarray(out_paddings) < 0.5
+    assert real.sum() < real.size  # The case does exercise a padded row.
+    np.testing.assert_allclose(
+        np.asarray(longer_logits)[:, : logits.shape[1]][real], np.asarray(logits)[real], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_lstm_custom_vjp_matches_autodiff():
-  keys = jax.random.split(jax.random.PRNGKey(0), 3)
-  xw = jax.random.normal(keys[0], (9, 3, 4 * 5))
-  w_h = 0.5 * jax.random.normal(keys[1], (5, 4 * 5))
-  probe = jax.random.normal(keys[2], (9, 3, 5))
-  custom = lambda xw, w_h: jnp.sum(probe * lstm.lstm_recurrence(xw, w_h, 4))
-  plain = lambda xw, w_h: jnp.sum(probe * lstm._forward(xw, w_h, 1)[0])
-  custom_value, custom_grads = jax.jit(jax.value_and_grad(custom, (0, 1)))(xw, w_h)
-  plain_value, plain_grads = jax.jit(jax.value_and_grad(plain, (0, 1)))(xw, w_h)
-  np.testing.assert_allclose(custom_value, plain_value, rtol=1e-6)
-  for got, want in zip(custom_grads, plain_grads):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    xw = jax.random.normal(keys[0], (9, 3, 4 * 5))
+    w_h = 0.5 * jax.random.normal(keys[1], (5, 4 * 5))
+    probe = jax.random.normal(keys[2], (9, 3, 5))
+    custom = lambda xw, w_h: jnp.sum(probe * lstm.lstm_recurrence(xw, w_h, 4))
+    plain = lambda xw, w_h: jnp.sum(probe * lstm._forward(xw, w_h, 1)[0])
+    custom_value, custom_grads = jax.jit(jax.value_and_grad(custom, (0, 1)))(xw, w_h)
+    plain_value, plain_grads = jax.jit(jax.value_and_grad(plain, (0, 1)))(xw, w_h)
+    np.testing.assert_allclose(custom_value, plain_value, rtol=1e-6)
+    for got, want in zip(custom_grads, plain_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_build_model_names_bad_fields():
-  with pytest.raises(ValueError, match="unknown field 'hiden'.*'lstm'"):
-    build_model(dict(name='lstm', num_senones=3, hiden=4))
-  with pytest.raises(ValueError, match="unknown model name 'rnn'"):
-    build_model(dict(name='rnn', num_senones=3))
-  with pytest.raises(ValueError, match='subsampling factor'):
-    model = build_model(dict(name='tdnn', num_senones=3, subsampling=4))
-    model.init(jax.random.PRNGKey(0), *inputs())
+    with pytest.raises(ValueError, match="unknown field 'hiden'.*'lstm'"):
+        build_model(dict(name="lstm", num_senones=3, hiden=4))
+    with pytest.raises(ValueError, match="unknown model name 'rnn'"):
+        build_model(dict(name="rnn", num_senones=3))
+    with pytest.raises(ValueError, match="subsampling factor"):
+        model = build_model(dict(name="tdnn", num_senones=3, subsampling=4))
+        model.init(jax.random.PRNGKey(0), *inputs())

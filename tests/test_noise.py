@@ -23,6 +23,7 @@ def test_builtin_noise_kinds_and_disjoint_splits(tiny_run):
 
 def test_tv_voices_are_not_corpus_voices_and_differ_between_splits():
     from data_prep import tts
+
     assert not set(noise.TV_VARIANTS["train"]) & set(tts.VARIANTS)
     assert not set(noise.TV_VARIANTS["test"]) & set(tts.VARIANTS)
     assert not set(noise.TV_VARIANTS["train"]) & set(noise.TV_VARIANTS["test"])

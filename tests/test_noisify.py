@@ -132,8 +132,18 @@ def test_killed_noisify_resumes_to_the_same_result(tiny_run, tmp_path):
     workdir, _ = tiny_run
     target = tmp_path / "killed"
     _copy_inputs(workdir, target)
-    command = [sys.executable, "-m", "tsasr.run", str(EXPERIMENT), "--tiny", "--workdir", str(target),
-               "--until", "noisify", "--config.workers=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "tsasr.run",
+        str(EXPERIMENT),
+        "--tiny",
+        "--workdir",
+        str(target),
+        "--until",
+        "noisify",
+        "--config.workers=1",
+    ]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     parts = target / "noisy" / ".parts"
@@ -148,4 +158,6 @@ def test_killed_noisify_resumes_to_the_same_result(tiny_run, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "resuming" in out.stderr
     for condition in noisify.CONDITIONS:
-        assert (target / "noisy" / f"{condition}.jsonl").read_text() == (workdir / "noisy" / f"{condition}.jsonl").read_text()
+        assert (target / "noisy" / f"{condition}.jsonl").read_text() == (
+            workdir / "noisy" / f"{condition}.jsonl"
+        ).read_text()

@@ -10,7 +10,11 @@ from conftest import tiny_config
 def test_rerun_skips_every_stage(tiny_run):
     workdir, config = tiny_run
     report = pipeline.run_stages(config, workdir, until="noisify")
-    assert {k: v["status"] for k, v in report.items()} == {"corpus": "skipped", "noise": "skipped", "noisify": "skipped"}
+    assert {k: v["status"] for k, v in report.items()} == {
+        "corpus": "skipped",
+        "noise": "skipped",
+        "noisify": "skipped",
+    }
 
 
 def test_changed_field_reruns_only_downstream(tiny_run, tmp_path):

@@ -48,7 +48,9 @@ def test_soft_labels_cover_every_clean_training_utterance(recipe):
     workdir, config, _ = recipe
     reader = sl.SoftLabelReader(workdir / "labels")
     assert reader.k == config.student.label_top_k
-    records = acoustic.read(workdir, "corpus/train_labelled.jsonl") + acoustic.read(workdir, "corpus/train_unlabelled.jsonl")
+    records = acoustic.read(workdir, "corpus/train_labelled.jsonl") + acoustic.read(
+        workdir, "corpus/train_unlabelled.jsonl"
+    )
     assert len(reader) == len(records)
     record = records[0]
     ids, probs = reader.targets(record["id"], 20, 2.0)

@@ -24,8 +24,9 @@ def test_early_part_matches_pyroomacoustics():
 def test_image_sources_match_pyroomacoustics():
     for room in _rooms(3):
         absorption, _ = pra.inverse_sabine(room["rt60"], room["dimensions"])
-        shoebox = pra.ShoeBox(room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=3,
-                              air_absorption=False)
+        shoebox = pra.ShoeBox(
+            room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=3, air_absorption=False
+        )
         shoebox.add_source(room["talker"])
         shoebox.add_microphone(room["microphone"])
         shoebox.image_source_model()
@@ -45,8 +46,9 @@ def test_direct_path_is_where_predicted():
 
 def _reference(room):
     absorption, _ = pra.inverse_sabine(room["rt60"], room["dimensions"])
-    reference = pra.ShoeBox(room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=3,
-                            air_absorption=False)
+    reference = pra.ShoeBox(
+        room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=3, air_absorption=False
+    )
     for s in [room["talker"], *room["noise_sources"]]:
         reference.add_source(s)
     reference.add_microphone(room["microphone"])
@@ -75,8 +77,9 @@ def test_hybrid_matches_a_full_order_image_source_model():
     for _ in range(4):
         room = rir.draw_room(rng, ranges, 0)
         absorption, order = pra.inverse_sabine(room["rt60"], room["dimensions"])
-        full = pra.ShoeBox(room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=order,
-                           air_absorption=False)
+        full = pra.ShoeBox(
+            room["dimensions"], fs=16000, materials=pra.Material(absorption), max_order=order, air_absorption=False
+        )
         full.add_source(room["talker"])
         full.add_microphone(room["microphone"])
         full.compute_rir()

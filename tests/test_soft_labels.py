@@ -107,7 +107,9 @@ def test_frame_count_mismatch_and_missing_utterance(stored):
     reader = sl.SoftLabelReader(directory)
     utt, full = next(iter(utterances.items()))
     reader.targets(utt, 5, expected_frames=full.shape[0])
-    with pytest.raises(sl.SoftLabelError, match=f"{utt}.*{full.shape[0]} frames but its features have {full.shape[0] + 2}"):
+    with pytest.raises(
+        sl.SoftLabelError, match=f"{utt}.*{full.shape[0]} frames but its features have {full.shape[0] + 2}"
+    ):
         reader.targets(utt, 5, expected_frames=full.shape[0] + 2)
     with pytest.raises(sl.SoftLabelError, match="'nope' has no soft labels"):
         reader.targets("nope", 5)

@@ -25,8 +25,17 @@ SENONES, STORED_K, DIM = 24, 8, 16
 
 
 def _setup():
-    model = build_model({"name": "tdnn", "hidden": 32, "num_layers": 2, "input_context": (1, 1),
-                         "dilations": (0, 1), "subsampling": 1, "num_senones": SENONES})
+    model = build_model(
+        {
+            "name": "tdnn",
+            "hidden": 32,
+            "num_layers": 2,
+            "input_context": (1, 1),
+            "dilations": (0, 1),
+            "subsampling": 1,
+            "num_senones": SENONES,
+        }
+    )
     members = sweep.parse_grid(GRID, stored_k=STORED_K)
     tx, schedule = optim.make_optimizer(optimizer_config(), 10)
     rng = np.random.default_rng(0)
@@ -36,10 +45,12 @@ def _setup():
     paddings[2, 7:] = 1.0
     logits = np.sort(rng.normal(size=(batch_size, frames, STORED_K)).astype(np.float32) * 3, axis=-1)[..., ::-1]
     ids = np.stack([rng.permutation(SENONES)[:STORED_K] for _ in range(batch_size * frames)])
-    batch = {"features": rng.normal(size=(batch_size, frames, DIM)).astype(np.float32),
-             "feature_paddings": paddings,
-             "soft_ids": ids.reshape(batch_size, frames, STORED_K).astype(np.int32),
-             "soft_logits": np.ascontiguousarray(logits)}
+    batch = {
+        "features": rng.normal(size=(batch_size, frames, DIM)).astype(np.float32),
+        "feature_paddings": paddings,
+        "soft_ids": ids.reshape(batch_size, frames, STORED_K).astype(np.int32),
+        "soft_logits": np.ascontiguousarray(logits),
+    }
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(3))
     state = jax.jit(sweep.make_init_fn(model, tx, len(members), DIM, init_rng))()
     return model, members, tx, schedule, batch, state, step_rng
@@ -67,8 +78,19 @@ def stepped():
         rolled = {"top_k": np.roll(grid["top_k"], i), "temperature": np.roll(grid["temperature"], i)}
         state, measurements = step(state, batch, rolled, step_rng)
         outputs.append(jax.device_get((state, measurements)))
-    return dict(model=model, members=members, tx=tx, schedule=schedule, batch=batch, step_rng=step_rng,
-                before=before, after=outputs[0][0], measurements=outputs[0][1], final=outputs[-1][0], traces=traces)
+    return dict(
+        model=model,
+        members=members,
+        tx=tx,
+        schedule=schedule,
+        batch=batch,
+        step_rng=step_rng,
+        before=before,
+        after=outputs[0][0],
+        measurements=outputs[0][1],
+        final=outputs[-1][0],
+        traces=traces,
+    )
 
 
 def test_members_equal_single_student_loss_and_update(stepped):
@@ -82,18 +104,24 @@ def test_members_equal_single_student_loss_and_update(stepped):
         single_step = jax.jit(step_lib.make_train_step(loss_fn, s["tx"], s["schedule"]))
         member_state = jax.tree.map(lambda x: x[m], s["before"])
         expected_state, expected = jax.device_get(
-            single_step(member_state, s["batch"], jax.random.fold_in(s["step_rng"], m)))
+            single_step(member_state, s["batch"], jax.random.fold_in(s["step_rng"], m))
+        )
         for key in ("loss", "frame_accuracy", "num_frames", "grad_norm", "learning_rate"):
-            np.testing.assert_allclose(s["measurements"][key][m], expected[key], rtol=1e-5,
-                                       err_msg=f"{member.system} {key}")
+            np.testing.assert_allclose(
+                s["measurements"][key][m], expected[key], rtol=1e-5, err_msg=f"{member.system} {key}"
+            )
         for name in ("params", "opt_state"):
-            jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, rtol=1e-5, atol=1e-6, err_msg=member.system),
-                         getattr(s["after"], name), getattr(expected_state, name))
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a[m], b, rtol=1e-5, atol=1e-6, err_msg=member.system),
+                getattr(s["after"], name),
+                getattr(expected_state, name),
+            )
     assert len(set(np.round(s["measurements"]["loss"], 5))) == len(s["members"])
 
 
 def test_masked_targets_match_soft_targets():
     from tsasr import losses
+
     logits = jnp.asarray(np.sort(np.random.default_rng(1).normal(size=(2, 5, 8)), axis=-1)[..., ::-1], jnp.float32)
     for k, t in ((1, 1.0), (3, 2.0), (8, 0.7)):
         masked = np.asarray(sweep.masked_soft_targets(logits, jnp.int32(k), jnp.float32(t)))
@@ -106,16 +134,19 @@ def test_step_compiles_once_for_a_fixed_batch_shape(stepped):
     assert np.all(np.asarray(stepped["final"].step) == 3)
 
 
-@pytest.mark.parametrize("points, message", [
-    ([{"top_k": 0, "temperature": 1.0}], "top_k=0"),
-    ([{"top_k": 2.5, "temperature": 1.0}], "top_k=2.5"),
-    ([{"top_k": 9, "temperature": 1.0}], "exceeds the k=8"),
-    ([{"top_k": 2, "temperature": 0.0}], "temperature=0.0"),
-    ([{"top_k": 2, "temperature": float("nan")}], "temperature=nan"),
-    ([{"top_k": 2, "temperature": 1.0}, {"top_k": 2, "temperature": 1}], "appears twice"),
-    ([{"top_k": 2}], "exactly the fields"),
-    ([], "non-empty"),
-])
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        ([{"top_k": 0, "temperature": 1.0}], "top_k=0"),
+        ([{"top_k": 2.5, "temperature": 1.0}], "top_k=2.5"),
+        ([{"top_k": 9, "temperature": 1.0}], "exceeds the k=8"),
+        ([{"top_k": 2, "temperature": 0.0}], "temperature=0.0"),
+        ([{"top_k": 2, "temperature": float("nan")}], "temperature=nan"),
+        ([{"top_k": 2, "temperature": 1.0}, {"top_k": 2, "temperature": 1}], "appears twice"),
+        ([{"top_k": 2}], "exactly the fields"),
+        ([], "non-empty"),
+    ],
+)
 def test_invalid_grid_rejected(points, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         sweep.parse_grid(points, stored_k=STORED_K)
@@ -134,11 +165,17 @@ def test_experiment_grid_and_label_k():
 
 
 # Small enough for the runner test: a 4-step teacher and student, one LF-MMI step, one test condition.
-FAST = ["--config.teacher.train.num_steps=4", "--config.sequence.train.num_steps=1",
-        "--config.sequence.train.checkpoint_every=1", "--config.student.train.num_steps=4",
-        "--config.student.train.log_every=2", "--config.student.train.checkpoint_every=2",
-        "--config.hmm.gmm_baseline=false", "--config.decode.conditions=('noisy',)",
-        "--config.decode.bootstrap_replications=20"]
+FAST = [
+    "--config.teacher.train.num_steps=4",
+    "--config.sequence.train.num_steps=1",
+    "--config.sequence.train.checkpoint_every=1",
+    "--config.student.train.num_steps=4",
+    "--config.student.train.log_every=2",
+    "--config.student.train.checkpoint_every=2",
+    "--config.hmm.gmm_baseline=false",
+    "--config.decode.conditions=('noisy',)",
+    "--config.decode.bootstrap_replications=20",
+]
 
 
 def test_runner_sweep_on_tiny_workdir(tiny_run, tmp_path):

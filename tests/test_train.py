@@ -16,134 +16,129 @@ FEATURE_DIM, SENONES = 16, 8
 
 
 def tiny_tdnn():
-  return build_model(dict(name='tdnn', num_senones=SENONES, hidden=32, num_layers=2,
-                          input_context=(1, 1)))
+    return build_model(dict(name="tdnn", num_senones=SENONES, hidden=32, num_layers=2, input_context=(1, 1)))
 
 
 def tiny_config(num_steps, **overrides):
-  config = loop.default_config()
-  config.num_steps = num_steps
-  config.feature_dim = FEATURE_DIM
-  config.checkpoint_every = 0
-  config.log_every = 1
-  config.progress_bar = False
-  config.optimizer.learning_rate = 1e-2
-  config.optimizer.warmup_steps = 2
-  for key, value in overrides.items():
-    config[key] = value
-  return config
+    config = loop.default_config()
+    config.num_steps = num_steps
+    config.feature_dim = FEATURE_DIM
+    config.checkpoint_every = 0
+    config.log_every = 1
+    config.progress_bar = False
+    config.optimizer.learning_rate = 1e-2
+    config.optimizer.warmup_steps = 2
+    for key, value in overrides.items():
+        config[key] = value
+    return config
 
 
 def batcher(num_utterances=64, batch_size=8, soft_k=0, boundaries=(64,)):
-  examples = synthetic_examples(num_utterances, seed=0, feature_dim=FEATURE_DIM,
-                                num_senones=SENONES, soft_k=soft_k)
-  return batching.Batcher(examples, batching.BatchingConfig(
-      batch_size=batch_size, bucket_boundaries=boundaries, seed=0))
+    examples = synthetic_examples(num_utterances, seed=0, feature_dim=FEATURE_DIM, num_senones=SENONES, soft_k=soft_k)
+    return batching.Batcher(
+        examples, batching.BatchingConfig(batch_size=batch_size, bucket_boundaries=boundaries, seed=0)
+    )
 
 
 def flat_params(state):
-  return jax.tree.leaves(jax.device_get(state.params))
+    return jax.tree.leaves(jax.device_get(state.params))
 
 
 def test_step_compiles_once_per_batch_shape():
-  model = tiny_tdnn()
-  mesh = sharding.data_mesh()
-  tx, schedule = optim.make_optimizer(optim.default_config(), 10)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, FEATURE_DIM)),
-                      jnp.zeros((1, 8)))['params']
-  state = jax.device_put(state_lib.create(params, tx), sharding.replicated(mesh))
-  traces = []
-  train_step = step_lib.make_train_step(
-      step_lib.make_loss_fn(model, 1), tx, schedule)
+    model = tiny_tdnn()
+    mesh = sharding.data_mesh()
+    tx, schedule = optim.make_optimizer(optim.default_config(), 10)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, FEATURE_DIM)), jnp.zeros((1, 8)))["params"]
+    state = jax.device_put(state_lib.create(params, tx), sharding.replicated(mesh))
+    traces = []
+    train_step = step_lib.make_train_step(step_lib.make_loss_fn(model, 1), tx, schedule)
 
-  def counted_step(*args):
-    traces.append(1)  # Runs only while tracing.
-    return train_step(*args)
+    def counted_step(*args):
+        traces.append(1)  # Runs only while tracing.
+        return train_step(*args)
 
-  jitted = step_lib.jit_train_step(counted_step, mesh)
-  stream = batcher(boundaries=(32, 64))(0)
-  shapes = set()
-  for _ in range(6):
-    batch = next(stream)
-    del batch['ids']
-    shapes.add(batch['features'].shape)
-    state, _ = jitted(state, sharding.global_batch(batch, mesh), jax.random.PRNGKey(1))
-  assert int(state.step) == 6
-  assert len(shapes) < 6  # Some shape repeats, so a retrace would be counted.
-  assert len(traces) == len(shapes), (len(traces), shapes)
+    jitted = step_lib.jit_train_step(counted_step, mesh)
+    stream = batcher(boundaries=(32, 64))(0)
+    shapes = set()
+    for _ in range(6):
+        batch = next(stream)
+        del batch["ids"]
+        shapes.add(batch["features"].shape)
+        state, _ = jitted(state, sharding.global_batch(batch, mesh), jax.random.PRNGKey(1))
+    assert int(state.step) == 6
+    assert len(shapes) < 6  # Some shape repeats, so a retrace would be counted.
+    assert len(traces) == len(shapes), (len(traces), shapes)
 
 
 def test_loss_falls_on_a_learnable_task(tmp_path):
-  config = tiny_config(60)
-  config.optimizer.decay = 'constant'
-  state = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path))
-  records = metrics.read(str(tmp_path))
-  assert [r['step'] for r in records] == list(range(1, 61))
-  first = np.mean([r['loss'] for r in records[:5]])
-  last = np.mean([r['loss'] for r in records[-5:]])
-  assert last < 0.5 * first, (first, last)
-  assert np.mean([r['frame_accuracy'] for r in records[-5:]]) > 0.6
-  assert (tmp_path / 'tensorboard').is_dir() and (tmp_path / 'train_config.json').exists()
+    config = tiny_config(60)
+    config.optimizer.decay = "constant"
+    state = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path))
+    records = metrics.read(str(tmp_path))
+    assert [r["step"] for r in records] == list(range(1, 61))
+    first = np.mean([r["loss"] for r in records[:5]])
+    last = np.mean([r["loss"] for r in records[-5:]])
+    assert last < 0.5 * first, (first, last)
+    assert np.mean([r["frame_accuracy"] for r in records[-5:]]) > 0.6
+    assert (tmp_path / "tensorboard").is_dir() and (tmp_path / "train_config.json").exists()
 
-  # Held-out utterances from the same task: every real frame counted exactly once
-  # (the last, partial batch is filled with padding rows), accuracy well above chance.
-  dev_examples = synthetic_examples(13, seed=5, feature_dim=FEATURE_DIM,
-                                    num_senones=SENONES)
-  dev = batching.Batcher(dev_examples, batching.BatchingConfig(
-      batch_size=4, bucket_boundaries=(64,), drop_remainder=False))
-  result = loop.evaluate(config, tiny_tdnn(), state.params, dev.epoch())
-  assert result['num_frames'] == sum(e['features'].shape[0] for e in dev_examples)
-  assert result['frame_accuracy'] > 0.6
+    # Held-out utterances from the same task: every real frame counted exactly once
+    # (the last, partial batch is filled with padding rows), accuracy well above chance.
+    dev_examples = synthetic_examples(13, seed=5, feature_dim=FEATURE_DIM, num_senones=SENONES)
+    dev = batching.Batcher(
+        dev_examples, batching.BatchingConfig(batch_size=4, bucket_boundaries=(64,), drop_remainder=False)
+    )
+    result = loop.evaluate(config, tiny_tdnn(), state.params, dev.epoch())
+    assert result["num_frames"] == sum(e["features"].shape[0] for e in dev_examples)
+    assert result["frame_accuracy"] > 0.6
 
 
 def test_soft_targets_train_and_bf16_keeps_f32_params(tmp_path):
-  config = tiny_config(8, compute_dtype='bfloat16', soft_top_k=3, soft_temperature=2.0)
-  state = loop.train(config, tiny_tdnn(), batcher(soft_k=5), str(tmp_path))
-  assert all(leaf.dtype == np.float32 for leaf in flat_params(state))
-  records = metrics.read(str(tmp_path))
-  assert all(np.isfinite(r['loss']) for r in records)
-  assert records[-1]['loss'] < records[0]['loss']
+    config = tiny_config(8, compute_dtype="bfloat16", soft_top_k=3, soft_temperature=2.0)
+    state = loop.train(config, tiny_tdnn(), batcher(soft_k=5), str(tmp_path))
+    assert all(leaf.dtype == np.float32 for leaf in flat_params(state))
+    records = metrics.read(str(tmp_path))
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert records[-1]["loss"] < records[0]["loss"]
 
 
 def test_same_seed_same_params_bitwise(tmp_path):
-  runs = [loop.train(tiny_config(6), tiny_tdnn(), batcher(), str(tmp_path / name))
-          for name in ('a', 'b')]
-  for a, b in zip(flat_params(runs[0]), flat_params(runs[1])):
-    np.testing.assert_array_equal(a, b)
-  other = loop.train(tiny_config(6, seed=1), tiny_tdnn(), batcher(), str(tmp_path / 'c'))
-  assert any(not np.array_equal(a, b)
-             for a, b in zip(flat_params(runs[0]), flat_params(other)))
+    runs = [loop.train(tiny_config(6), tiny_tdnn(), batcher(), str(tmp_path / name)) for name in ("a", "b")]
+    for a, b in zip(flat_params(runs[0]), flat_params(runs[1])):
+        np.testing.assert_array_equal(a, b)
+    other = loop.train(tiny_config(6, seed=1), tiny_tdnn(), batcher(), str(tmp_path / "c"))
+    assert any(not np.array_equal(a, b) for a, b in zip(flat_params(runs[0]), flat_params(other)))
 
 
 def test_nan_guard_names_step_and_utterances(tmp_path):
-  source = batcher()
+    source = batcher()
 
-  def poisoned(start_step):
-    for step, batch in enumerate(source(start_step), start_step):
-      if step == 3:  # Bypasses the batcher's own NaN check, as a device bug would.
-        batch['features'] = np.full_like(batch['features'], np.nan)
-        poisoned.ids = [i for i in batch['ids'].tolist() if i]
-      yield batch
+    def poisoned(start_step):
+        for step, batch in enumerate(source(start_step), start_step):
+            if step == 3:  # Bypasses the batcher's own NaN check, as a device bug would.
+                batch["features"] = np.full_like(batch["features"], np.nan)
+                poisoned.ids = [i for i in batch["ids"].tolist() if i]
+            yield batch
 
-  with pytest.raises(FloatingPointError, match='at step 3') as error:
-    loop.train(tiny_config(10), tiny_tdnn(), poisoned, str(tmp_path))
-  assert all(utt in str(error.value) for utt in poisoned.ids)
+    with pytest.raises(FloatingPointError, match="at step 3") as error:
+        loop.train(tiny_config(10), tiny_tdnn(), poisoned, str(tmp_path))
+    assert all(utt in str(error.value) for utt in poisoned.ids)
 
 
 def test_init_checkpoint_starts_a_new_run_from_params(tmp_path):
-  config = tiny_config(4, checkpoint_every=2)
-  first = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path / 'first'))
-  config = tiny_config(0, init_checkpoint=str(tmp_path / 'first' / 'checkpoints'))
-  second = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path / 'second'))
-  assert int(second.step) == 0
-  for a, b in zip(flat_params(first), flat_params(second)):
-    np.testing.assert_array_equal(a, b)
+    config = tiny_config(4, checkpoint_every=2)
+    first = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path / "first"))
+    config = tiny_config(0, init_checkpoint=str(tmp_path / "first" / "checkpoints"))
+    second = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path / "second"))
+    assert int(second.step) == 0
+    for a, b in zip(flat_params(first), flat_params(second)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_unknown_config_field_is_named():
-  config = loop.default_config()
-  with pytest.raises(AttributeError, match='lerning_rate'):
-    config.optimizer.lerning_rate = 1.0
-  with pytest.raises(ValueError, match="'sgd'"):
-    config.optimizer.name = 'sgd'
-    optim.make_optimizer(config.optimizer, 10)
+    config = loop.default_config()
+    with pytest.raises(AttributeError, match="lerning_rate"):
+        config.optimizer.lerning_rate = 1.0
+    with pytest.raises(ValueError, match="'sgd'"):
+        config.optimizer.name = "sgd"
+        optim.make_optimizer(config.optimizer, 10)

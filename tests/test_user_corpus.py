@@ -49,8 +49,16 @@ def user_data(tmp_path):
 
 
 def _validate(path, tmp_path, policy="skip"):
-    return user_corpus.validate(path, labelled=True, min_duration=0.3, alphabet="[a-z' ]", on_bad_input=policy,
-                                parts_dir=tmp_path / "parts", workers=1, split="train_labelled")
+    return user_corpus.validate(
+        path,
+        labelled=True,
+        min_duration=0.3,
+        alphabet="[a-z' ]",
+        on_bad_input=policy,
+        parts_dir=tmp_path / "parts",
+        workers=1,
+        split="train_labelled",
+    )
 
 
 def test_bad_items_are_named_counted_and_skipped(user_data, tmp_path, caplog):
@@ -60,8 +68,16 @@ def test_bad_items_are_named_counted_and_skipped(user_data, tmp_path, caplog):
     assert good[0]["text"] == "turn on the lights"
     assert good[0]["speaker"] == "a" and good[1]["speaker"] == "alice"
     assert good[2]["sample_rate"] == 44100 and abs(good[2]["duration"] - 1.0) < 1e-3
-    assert dict(skipped) == {"multichannel": 1, "too_short": 1, "empty": 1, "non_finite": 1, "missing": 1,
-                             "unreadable": 1, "bad_characters": 1, "duplicate_id": 1}
+    assert dict(skipped) == {
+        "multichannel": 1,
+        "too_short": 1,
+        "empty": 1,
+        "non_finite": 1,
+        "missing": 1,
+        "unreadable": 1,
+        "bad_characters": 1,
+        "duplicate_id": 1,
+    }
     for name in ("'b-1'", "'b-2'", "'b-4'", "'b-5'", "'b-7'", "duplicate utterance id 'a-1'"):
         assert name in caplog.text
 
@@ -94,6 +110,7 @@ def test_manifest_corpus_through_the_stage(user_data, tmp_path):
         config.corpus.manifests[split] = str(user_data)
     config.workers = 1
     from data_prep import corpus
+
     summary = corpus.run(config, tmp_path / "work")
     assert summary["test"]["utterances"] == 3
     assert summary["test"]["skipped"]["multichannel"] == 1
@@ -105,5 +122,6 @@ def test_missing_manifest_setting_is_a_clear_error(tmp_path):
     config = config_lib.base_config()
     config.corpus.source = "manifest"
     from data_prep import corpus
+
     with pytest.raises(user_corpus.BadInputError, match="corpus.manifests.train_labelled is not set"):
         corpus.run(config, tmp_path)

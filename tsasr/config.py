@@ -25,18 +25,22 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "base"  # experiment name; the default workdir is runs/<name>
     c.seed = 0  # one seed for every random draw of the run (corpus, mixes, init, shuffling)
-    c.workers = 0  # processes for data preparation, alignment and decoding; 0 = one per core (outputs never depend on it)
+    c.workers = (
+        0  # processes for data preparation, alignment and decoding; 0 = one per core (outputs never depend on it)
+    )
 
     c.corpus = corpus = ml_collections.ConfigDict()
     corpus.source = "builtin"  # 'builtin' (espeak-ng voice-assistant corpus) or 'manifest' (your own)
     corpus.hours = 1.0  # built-in: total hours of speech over all four splits (scale to 100+ for real runs)
     corpus.num_speakers = 80  # built-in: synthetic speakers (accent x voice variant x pitch x rate), split disjointly
     corpus.split_fractions = ml_collections.ConfigDict(  # built-in: share of speakers and audio per split
-        {"train_labelled": 0.35, "train_unlabelled": 0.45, "dev": 0.08, "test": 0.12})
+        {"train_labelled": 0.35, "train_unlabelled": 0.45, "dev": 0.08, "test": 0.12}
+    )
     corpus.pitch_range = (25, 75)  # built-in: espeak pitch (0-99) drawn per speaker
     corpus.rate_range = (140, 200)  # built-in: speaking rate in words per minute drawn per speaker
     corpus.manifests = ml_collections.ConfigDict(  # source='manifest': JSONL per split (id, audio, text, speaker)
-        {"train_labelled": "", "train_unlabelled": "", "dev": "", "test": ""})
+        {"train_labelled": "", "train_unlabelled": "", "dev": "", "test": ""}
+    )
     corpus.min_duration = 0.3  # seconds; shorter files are bad input
     corpus.alphabet = "[a-z' ]"  # characters allowed in transcripts (after lower-casing)
     corpus.on_bad_input = "skip"  # 'skip' (named in the log, counted in the summary) or 'stop'
@@ -46,30 +50,54 @@ def base_config() -> ml_collections.ConfigDict:
     noise.train_minutes = 12.0  # built-in: minutes of training noise
     noise.test_minutes = 4.0  # built-in: minutes of held-out test noise (disjoint clips and TV voices)
     noise.clip_seconds = 20.0  # built-in: length of each noise clip
-    noise.kind_weights = ml_collections.ConfigDict(  # built-in: share of each noise kind (media dominate, as in the paper)
-        {"music": 0.45, "tv": 0.35, "stationary": 0.2})
+    noise.kind_weights = (
+        ml_collections.ConfigDict(  # built-in: share of each noise kind (media dominate, as in the paper)
+            {"music": 0.45, "tv": 0.35, "stationary": 0.2}
+        )
+    )
     noise.musan_dir = ""  # source='musan': directory with music/, noise/, speech/
     noise.musan_test_percent = 20  # source='musan': share of files held out for test noise
 
     c.noisify = nz = ml_collections.ConfigDict()
     nz.num_noises = (1, 3)  # noise sources per utterance, inclusive range
     nz.kind_weights = ml_collections.ConfigDict(  # probability weight of each noise kind when drawing
-        {"music": 0.45, "tv": 0.35, "stationary": 0.2, "noise": 0.2, "speech": 0.35})
+        {"music": 0.45, "tv": 0.35, "stationary": 0.2, "noise": 0.2, "speech": 0.35}
+    )
     nz.relative_level_db = (-6.0, 6.0)  # level of each noise source relative to the others, at the source
     nz.snr_db = (0.0, 20.0)  # speech-to-noise ratio of the reverberant mix, uniform
     nz.max_order = 3  # image-source order of the early reflections (the late tail is stochastic, see data_prep/rir.py)
-    nz.rooms = ml_collections.ConfigDict({  # training and simulated-noisy-test rooms (metres, seconds)
-        "length": (3.0, 8.0), "width": (2.5, 6.0), "height": (2.4, 3.2), "rt60": (0.15, 0.6),
-        "talker_distance": (0.5, 2.5), "margin": 0.3})
-    nz.rerecorded_rooms = ml_collections.ConfigDict({  # re-recorded test rooms: disjoint from training ranges
-        "length": (8.5, 12.0), "width": (6.5, 9.0), "height": (3.3, 4.0), "rt60": (0.65, 0.9),
-        "talker_distance": (1.0, 3.0), "margin": 0.3})
+    nz.rooms = ml_collections.ConfigDict(
+        {  # training and simulated-noisy-test rooms (metres, seconds)
+            "length": (3.0, 8.0),
+            "width": (2.5, 6.0),
+            "height": (2.4, 3.2),
+            "rt60": (0.15, 0.6),
+            "talker_distance": (0.5, 2.5),
+            "margin": 0.3,
+        }
+    )
+    nz.rerecorded_rooms = ml_collections.ConfigDict(
+        {  # re-recorded test rooms: disjoint from training ranges
+            "length": (8.5, 12.0),
+            "width": (6.5, 9.0),
+            "height": (3.3, 4.0),
+            "rt60": (0.65, 0.9),
+            "talker_distance": (1.0, 3.0),
+            "margin": 0.3,
+        }
+    )
     nz.rerecorded_snr_db = (0.0, 20.0)  # re-recorded test: speech-to-media ratio
-    nz.loudspeaker = ml_collections.ConfigDict({  # re-recorded test: playback through a small loudspeaker
-        "low_hz": (120.0, 250.0), "high_hz": (5000.0, 7200.0), "drive": (1.0, 2.5)})
+    nz.loudspeaker = ml_collections.ConfigDict(
+        {  # re-recorded test: playback through a small loudspeaker
+            "low_hz": (120.0, 250.0),
+            "high_hz": (5000.0, 7200.0),
+            "drive": (1.0, 2.5),
+        }
+    )
     nz.mic_self_noise_db = (30.0, 45.0)  # re-recorded test: speech-to-microphone-self-noise ratio
     nz.test_manifests = ml_collections.ConfigDict(  # real recordings for a test condition instead of simulation
-        {"noisy": "", "rerecorded": ""})
+        {"noisy": "", "rerecorded": ""}
+    )
 
     c.hmm = hmm_config.hmm_config()  # lexicon, GMM-HMM bootstrap, senone tree, LM (tsasr/hmm/config.py)
     c.decode = hmm_config.decode_config()  # WFST decoding and scoring (tsasr/hmm/config.py)
@@ -126,7 +154,9 @@ def load_experiment(path: str | pathlib.Path) -> types.ModuleType:
     return module
 
 
-def experiment_config(path: str | pathlib.Path, *, tiny_run: bool = False, overrides: list[str] = ()) -> ml_collections.ConfigDict:
+def experiment_config(
+    path: str | pathlib.Path, *, tiny_run: bool = False, overrides: list[str] = ()
+) -> ml_collections.ConfigDict:
     """Loads an experiment's config, shrinks it for --tiny, applies overrides, and locks it."""
     module = load_experiment(path)
     config = module.get_config()

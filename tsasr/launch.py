@@ -19,8 +19,18 @@ from tsasr import config as config_lib
 
 def run_command(experiment: str, workdir: str, overrides: list[str], quoted_workdir: str | None = None) -> str:
     """The command every host runs; `quoted_workdir` passes a shell expression through as is."""
-    return " ".join(["python", "-m", "tsasr.run", shlex.quote(experiment), "--workdir",
-                     quoted_workdir or shlex.quote(workdir), "--distributed", *map(shlex.quote, overrides)])
+    return " ".join(
+        [
+            "python",
+            "-m",
+            "tsasr.run",
+            shlex.quote(experiment),
+            "--workdir",
+            quoted_workdir or shlex.quote(workdir),
+            "--distributed",
+            *map(shlex.quote, overrides),
+        ]
+    )
 
 
 def sweep_points(experiment: str) -> list[dict]:
@@ -33,12 +43,15 @@ def _point_overrides(point: dict) -> list[str]:
 
 
 def _point_name(point: dict) -> str:
-    return "_".join(f"{k.split('.')[-1]}{v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}{v}"
-                    for k, v in sorted(point.items()))
+    return "_".join(
+        f"{k.split('.')[-1]}{v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}{v}"
+        for k, v in sorted(point.items())
+    )
 
 
-def tpu_commands(experiment: str, name: str, zone: str, workdir: str, repo_dir: str, per_point: bool,
-                 overrides: list[str]) -> list[str]:
+def tpu_commands(
+    experiment: str, name: str, zone: str, workdir: str, repo_dir: str, per_point: bool, overrides: list[str]
+) -> list[str]:
     """One `gcloud ... ssh --worker=all` per job: every worker of the pod runs the same command."""
     jobs = [(workdir, overrides)]
     if per_point:
@@ -46,18 +59,36 @@ def tpu_commands(experiment: str, name: str, zone: str, workdir: str, repo_dir: 
     out = []
     for job_workdir, job_overrides in jobs:
         remote = f"cd {shlex.quote(repo_dir)} && {run_command(experiment, job_workdir, job_overrides)}"
-        out.append(f"gcloud compute tpus tpu-vm ssh {shlex.quote(name)} --zone={shlex.quote(zone)} --worker=all "
-                   f"--command={shlex.quote(remote)}")
+        out.append(
+            f"gcloud compute tpus tpu-vm ssh {shlex.quote(name)} --zone={shlex.quote(zone)} --worker=all "
+            f"--command={shlex.quote(remote)}"
+        )
     return out
 
 
-def sbatch_script(experiment: str, job_name: str, nodes: int, gpus_per_node: int, partition: str, hours: int,
-                  workdir: str, repo_dir: str, per_point: bool, overrides: list[str]) -> str:
+def sbatch_script(
+    experiment: str,
+    job_name: str,
+    nodes: int,
+    gpus_per_node: int,
+    partition: str,
+    hours: int,
+    workdir: str,
+    repo_dir: str,
+    per_point: bool,
+    overrides: list[str],
+) -> str:
     """An sbatch script: one task per node (one JAX process per host), or a job array over sweep points."""
     points = sweep_points(experiment) if per_point else []
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --nodes={nodes}",
-             "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={gpus_per_node}",
-             f"#SBATCH --time={hours}:00:00", f"#SBATCH --output={workdir}/slurm-%x-%A_%a.out"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gpus-per-node={gpus_per_node}",
+        f"#SBATCH --time={hours}:00:00",
+        f"#SBATCH --output={workdir}/slurm-%x-%A_%a.out",
+    ]
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
     if points:
@@ -77,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsasr.launch", description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
     parser.add_argument("--target", choices=("tpu", "slurm"), required=True)
-    parser.add_argument("--workdir", required=True, help="shared output directory (GCS bucket path or cluster filesystem)")
+    parser.add_argument(
+        "--workdir", required=True, help="shared output directory (GCS bucket path or cluster filesystem)"
+    )
     parser.add_argument("--repo-dir", default="~/tsasr", help="checkout of tsasr on every host")
     parser.add_argument("--per-point", action="store_true", help="one job per sweep point instead of one vmapped job")
     parser.add_argument("--name", default="tsasr", help="TPU VM name, or SLURM job name")
@@ -94,11 +127,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_point and not sweep_points(args.experiment):
         parser.error(f"{args.experiment} has no sweep(); --per-point needs one")
     if args.target == "tpu":
-        print("\n".join(tpu_commands(args.experiment, args.name, args.zone, args.workdir, args.repo_dir,
-                                     args.per_point, overrides)))
+        print(
+            "\n".join(
+                tpu_commands(
+                    args.experiment, args.name, args.zone, args.workdir, args.repo_dir, args.per_point, overrides
+                )
+            )
+        )
     else:
-        print(sbatch_script(args.experiment, args.name, args.nodes, args.gpus_per_node, args.partition, args.hours,
-                            args.workdir, args.repo_dir, args.per_point, overrides), end="")
+        print(
+            sbatch_script(
+                args.experiment,
+                args.name,
+                args.nodes,
+                args.gpus_per_node,
+                args.partition,
+                args.hours,
+                args.workdir,
+                args.repo_dir,
+                args.per_point,
+                overrides,
+            ),
+            end="",
+        )
     return 0
 
 

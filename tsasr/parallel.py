@@ -52,8 +52,9 @@ def map_resumable(
     parts = [parts_dir / f"part-{i:06d}.jsonl" for i in range(len(chunks))]
     todo = [(fn, c, p) for c, p in zip(chunks, parts) if not p.exists()]
     done_items = len(items) - sum(len(c) for _, c, _ in todo)
-    with tqdm(total=len(items), initial=done_items, desc=desc, unit="utt", dynamic_ncols=True,
-              disable=None, leave=False) as bar:
+    with tqdm(
+        total=len(items), initial=done_items, desc=desc, unit="utt", dynamic_ncols=True, disable=None, leave=False
+    ) as bar:
         if not todo:
             pass
         elif (workers <= 1 or len(todo) <= 1) and not fresh_process_per_chunk:
@@ -64,7 +65,9 @@ def map_resumable(
             # cheaply when the server has preloaded the modules the function needs.
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload([getattr(fn, "func", fn).__module__, "numpy", "scipy.signal"])
-            with ctx.Pool(max(1, min(workers, len(todo))), maxtasksperchild=1 if fresh_process_per_chunk else None) as pool:
+            with ctx.Pool(
+                max(1, min(workers, len(todo))), maxtasksperchild=1 if fresh_process_per_chunk else None
+            ) as pool:
                 for n in pool.imap_unordered(_run_chunk, todo):
                     bar.update(n)
     records = []

@@ -38,92 +38,158 @@ class Stage:
 
 def _corpus(config, workdir):
     from data_prep import corpus
+
     return corpus.run(config, workdir)
 
 
 def _noise(config, workdir):
     from data_prep import noise
+
     return noise.run(config, workdir)
 
 
 def _noisify(config, workdir):
     from data_prep import noisify
+
     return noisify.run(config, workdir)
 
 
 def _align(config, workdir):
     from tsasr.hmm import stages
+
     return stages.align(config, workdir)
 
 
 def _graph(config, workdir):
     from tsasr.hmm import stages
+
     return stages.graph(config, workdir)
 
 
 def _gmm(config, workdir):
     from tsasr.hmm import stages
+
     return stages.gmm_baseline(config, workdir)
 
 
 def _teacher_ce(config, workdir):
     from tsasr.train import teacher
+
     return teacher.run(config, workdir)
 
 
 def _label(config, workdir):
     from tsasr.distill import label
+
     return label.run(config, workdir)
 
 
 def _student_ce(config, workdir):
     from tsasr.distill import student
+
     return student.run(config, workdir)
 
 
 def _teacher_seq(config, workdir):
     from tsasr.train import sequence
+
     return sequence.run_teacher(config, workdir)
 
 
 def _student_seq(config, workdir):
     from tsasr.train import sequence
+
     return sequence.run_student(config, workdir)
 
 
 def _multicondition_ce(config, workdir):
     from tsasr.train import teacher
+
     return teacher.run_multicondition(config, workdir)
 
 
 def _multicondition_seq(config, workdir):
     from tsasr.train import sequence
+
     return sequence.run_multicondition(config, workdir)
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
     Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
-    Stage("noisify", _noisify, ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
-          deps=("corpus", "noise"), outputs=("noisy",)),
+    Stage(
+        "noisify",
+        _noisify,
+        ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
+        deps=("corpus", "noise"),
+        outputs=("noisy",),
+    ),
     Stage("align", _align, ("hmm",), deps=("corpus",), outputs=("lang", "align"), version=2),
     Stage("graph", _graph, ("hmm",), deps=("align",), outputs=("graph",), version=2),
-    Stage("gmm", _gmm, ("hmm.gmm_baseline", "decode"), deps=("align", "graph", "noisify"), outputs=("decode/gmm",),
-          version=2),
-    Stage("teacher_ce", _teacher_ce, ("seed", "teacher", "decode"), deps=("align", "graph", "gmm", "noisify"),
-          outputs=("teacher_ce", "decode/teacher_ce"), all_processes=True),
-    Stage("teacher_seq", _teacher_seq, ("seed", "sequence", "decode"), deps=("teacher_ce",),
-          outputs=("teacher_seq", "decode/teacher_seq"), all_processes=True),
-    Stage("label", _label, ("student.teacher", "student.label_top_k", "student.label_shards"),
-          deps=("teacher_ce", "teacher_seq"), outputs=("labels",), all_processes=True),
-    Stage("student_ce", _student_ce, ("seed", "student", "decode"), deps=("label", "noisify", "teacher_seq"),
-          outputs=("student_ce", "decode/student_ce"), all_processes=True),
-    Stage("student_seq", _student_seq, ("seed", "sequence", "decode"), deps=("student_ce", "teacher_seq"),
-          outputs=("student_seq", "decode/student_seq"), all_processes=True),
-    Stage("multicondition_ce", _multicondition_ce, ("seed", "baselines", "teacher", "decode"),
-          deps=("align", "graph", "noisify", "teacher_ce"), outputs=("multicondition_ce", "decode/multicondition_ce"), all_processes=True),
-    Stage("multicondition_seq", _multicondition_seq, ("seed", "baselines", "sequence", "decode"),
-          deps=("multicondition_ce", "teacher_seq"), outputs=("multicondition_seq", "decode/multicondition_seq"), all_processes=True),
+    Stage(
+        "gmm",
+        _gmm,
+        ("hmm.gmm_baseline", "decode"),
+        deps=("align", "graph", "noisify"),
+        outputs=("decode/gmm",),
+        version=2,
+    ),
+    Stage(
+        "teacher_ce",
+        _teacher_ce,
+        ("seed", "teacher", "decode"),
+        deps=("align", "graph", "gmm", "noisify"),
+        outputs=("teacher_ce", "decode/teacher_ce"),
+        all_processes=True,
+    ),
+    Stage(
+        "teacher_seq",
+        _teacher_seq,
+        ("seed", "sequence", "decode"),
+        deps=("teacher_ce",),
+        outputs=("teacher_seq", "decode/teacher_seq"),
+        all_processes=True,
+    ),
+    Stage(
+        "label",
+        _label,
+        ("student.teacher", "student.label_top_k", "student.label_shards"),
+        deps=("teacher_ce", "teacher_seq"),
+        outputs=("labels",),
+        all_processes=True,
+    ),
+    Stage(
+        "student_ce",
+        _student_ce,
+        ("seed", "student", "decode"),
+        deps=("label", "noisify", "teacher_seq"),
+        outputs=("student_ce", "decode/student_ce"),
+        all_processes=True,
+    ),
+    Stage(
+        "student_seq",
+        _student_seq,
+        ("seed", "sequence", "decode"),
+        deps=("student_ce", "teacher_seq"),
+        outputs=("student_seq", "decode/student_seq"),
+        all_processes=True,
+    ),
+    Stage(
+        "multicondition_ce",
+        _multicondition_ce,
+        ("seed", "baselines", "teacher", "decode"),
+        deps=("align", "graph", "noisify", "teacher_ce"),
+        outputs=("multicondition_ce", "decode/multicondition_ce"),
+        all_processes=True,
+    ),
+    Stage(
+        "multicondition_seq",
+        _multicondition_seq,
+        ("seed", "baselines", "sequence", "decode"),
+        deps=("multicondition_ce", "teacher_seq"),
+        outputs=("multicondition_seq", "decode/multicondition_seq"),
+        all_processes=True,
+    ),
 )
 
 
@@ -137,6 +203,7 @@ def _processes() -> tuple[int, int]:
 
 def _barrier(name: str) -> None:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -150,16 +217,19 @@ def _select(config: ml_collections.ConfigDict, dotted: str):
 def stage_keys(config: ml_collections.ConfigDict, stages=STAGES) -> dict[str, str]:
     keys: dict[str, str] = {}
     for stage in stages:
-        keys[stage.name] = wd.fingerprint({
-            "config": {k: _select(config, k) for k in stage.config_keys},
-            "deps": {d: keys[d] for d in stage.deps},
-            "version": stage.version,
-        })
+        keys[stage.name] = wd.fingerprint(
+            {
+                "config": {k: _select(config, k) for k in stage.config_keys},
+                "deps": {d: keys[d] for d in stage.deps},
+                "version": stage.version,
+            }
+        )
     return keys
 
 
-def run_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=STAGES,
-               until: str | None = None) -> dict[str, dict]:
+def run_stages(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=STAGES, until: str | None = None
+) -> dict[str, dict]:
     """Runs (or skips) every stage in order; returns {stage: {'status', 'seconds', 'summary'}}."""
     workdir = pathlib.Path(workdir)
     keys = stage_keys(config, stages)

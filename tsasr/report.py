@@ -15,8 +15,15 @@ from tsasr import workdir as wd
 CONDITIONS = ("clean", "noisy", "rerecorded")
 # Mosner et al. (ICASSP 2019), best student vs the sequence-trained teacher, relative WER change.
 PAPER_RELATIVE = {"clean": -10.1, "noisy": -28.7, "rerecorded": -19.6}
-SYSTEM_ORDER = ("gmm", "teacher_ce", "teacher_seq", "multicondition_ce", "multicondition_seq",
-                "student_ce", "student_seq")
+SYSTEM_ORDER = (
+    "gmm",
+    "teacher_ce",
+    "teacher_seq",
+    "multicondition_ce",
+    "multicondition_seq",
+    "student_ce",
+    "student_seq",
+)
 log = logging.getLogger(__name__)
 
 
@@ -35,9 +42,14 @@ def results_table(results: dict) -> str:
     relative = results.get("relative_to_teacher", {})
     if not systems:
         return "No system has been scored yet.\n"
-    lines = ["| system | " + " | ".join(f"WER {c} (%)" for c in CONDITIONS) + " | "
-             + " | ".join(f"rel. {c} (%)" for c in CONDITIONS) + " |",
-             "|---|" + "---:|" * (2 * len(CONDITIONS))]
+    lines = [
+        "| system | "
+        + " | ".join(f"WER {c} (%)" for c in CONDITIONS)
+        + " | "
+        + " | ".join(f"rel. {c} (%)" for c in CONDITIONS)
+        + " |",
+        "|---|" + "---:|" * (2 * len(CONDITIONS)),
+    ]
     for name in _ordered(systems):
         wer = systems[name].get("wer", {})
         ci = systems[name].get("ci", {})
@@ -54,13 +66,18 @@ def results_table(results: dict) -> str:
 
 def _plot_training_curves(workdir: pathlib.Path, out: pathlib.Path) -> list[str]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
     for metrics in sorted(workdir.glob("*/metrics.jsonl")):
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        keys = [k for k in ("loss", "train_loss", "objective", "dev_loss", "dev_frame_accuracy") if any(k in r for r in rows)]
+        keys = [
+            k
+            for k in ("loss", "train_loss", "objective", "dev_loss", "dev_frame_accuracy")
+            if any(k in r for r in rows)
+        ]
         if not rows or not keys:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -82,6 +99,7 @@ def _plot_training_curves(workdir: pathlib.Path, out: pathlib.Path) -> list[str]
 
 def _plot_wer(results: dict, out: pathlib.Path) -> str | None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -114,15 +132,22 @@ def write_report(workdir: pathlib.Path) -> str:
     plots = workdir / "plots"
     images = ([_plot_wer(results, plots)] if results else []) + _plot_training_curves(workdir, plots)
     paper = "| | " + " | ".join(CONDITIONS) + " |\n|---|" + "---:|" * len(CONDITIONS) + "\n"
-    paper += "| paper: best student vs sequence-trained teacher (rel. %) | " + " | ".join(
-        f"{PAPER_RELATIVE[c]:+.1f}" for c in CONDITIONS) + " |\n"
+    paper += (
+        "| paper: best student vs sequence-trained teacher (rel. %) | "
+        + " | ".join(f"{PAPER_RELATIVE[c]:+.1f}" for c in CONDITIONS)
+        + " |\n"
+    )
     ours = results.get("relative_to_teacher", {})
     best = min(ours, key=lambda s: ours[s].get("noisy", float("inf")), default=None) if ours else None
     if best and best.startswith("student"):
-        paper += f"| this run: {best} (rel. %) | " + " | ".join(_fmt(ours[best].get(c), "+.1f") for c in CONDITIONS) + " |\n"
-    text = "# Results\n\nWER in percent per test condition; `rel.` is the relative change against the " \
-           "sequence-trained teacher (or the CE teacher before sequence training exists); brackets are " \
-           "95 % bootstrap intervals.\n\n" + table + "\n## Against the paper\n\n" + paper + "\n"
+        paper += (
+            f"| this run: {best} (rel. %) | " + " | ".join(_fmt(ours[best].get(c), "+.1f") for c in CONDITIONS) + " |\n"
+        )
+    text = (
+        "# Results\n\nWER in percent per test condition; `rel.` is the relative change against the "
+        "sequence-trained teacher (or the CE teacher before sequence training exists); brackets are "
+        "95 % bootstrap intervals.\n\n" + table + "\n## Against the paper\n\n" + paper + "\n"
+    )
     for image in filter(None, images):
         text += f"![{image}](plots/{image})\n\n"
     wd.write_text(workdir / "results.md", text)

@@ -24,15 +24,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--workdir", help="output directory (default: runs/<experiment name>)")
     parser.add_argument("--tiny", action="store_true", help="shrink everything for a ~2 minute smoke run")
     parser.add_argument("--until", choices=[s.name for s in pipeline.STAGES], help="stop after this stage")
-    parser.add_argument("--distributed", action="store_true",
-                        help="many hosts: jax.distributed.initialize() (finds its peers on TPU VMs and under SLURM)")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="many hosts: jax.distributed.initialize() (finds its peers on TPU VMs and under SLURM)",
+    )
     parser.add_argument("--coordinator", help="host:port of process 0, for explicit multi-process runs")
     parser.add_argument("--num_processes", type=int, default=1, help="with --coordinator: processes in all")
     parser.add_argument("--process_id", type=int, default=0, help="with --coordinator: this process's index")
     args, rest = parser.parse_known_args(argv)
     bad = [a for a in rest if not a.startswith("--config.")]
     if bad:
-        parser.error(f"unrecognised arguments: {' '.join(bad)} (config overrides look like --config.section.field=value)")
+        parser.error(
+            f"unrecognised arguments: {' '.join(bad)} (config overrides look like --config.section.field=value)"
+        )
     return args, rest
 
 
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = config_lib.load_experiment(args.experiment)
         if hasattr(experiment, "sweep"):  # the grid joins the config, so it keys the sweep stage
             from tsasr.distill import sweep
+
             config = sweep.with_grid(config, experiment.sweep())
     except (KeyError, ValueError, TypeError, FileNotFoundError, AttributeError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
@@ -76,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             config.workers = parallel.default_workers()
     if args.coordinator or args.distributed:
         from tsasr.train import sharding
-        sharding.initialize_distributed(args.coordinator, args.num_processes if args.coordinator else None,
-                                        args.process_id if args.coordinator else None)
+
+        sharding.initialize_distributed(
+            args.coordinator,
+            args.num_processes if args.coordinator else None,
+            args.process_id if args.coordinator else None,
+        )
     setup_logging(workdir)
     wd.write_json(workdir / "config.json", config.to_dict())
     logging.getLogger("tsasr").info("experiment %s -> %s", args.experiment, workdir)
@@ -88,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = pipeline.STAGES
     if "sweep" in config:  # the recipe up to `label`, then every grid point in one vmapped trainer
         from tsasr.distill import sweep
+
         stages = sweep.stages(config, until)
     report = pipeline.run_stages(config, workdir, stages=stages, until=until)
     print(format_report(report))

@@ -14,36 +14,37 @@ from tsasr.hmm import io as hmm_io
 REFERENCE_SYSTEMS = ("teacher_seq", "teacher_ce")
 
 
-def update_results(workdir: pathlib.Path, system: str, wer_by_condition: dict[str, float],
-                   extra: dict | None = None) -> dict:
-  """Merges `system`'s WERs (percent, per condition) and `extra` fields into
-  WORKDIR/results.json, recomputes relative_to_teacher, and returns the whole table."""
-  path = pathlib.Path(workdir) / "results.json"
-  results = json.loads(path.read_text()) if path.exists() else {}
-  systems = results.setdefault("systems", {})
-  entry = systems.setdefault(system, {})
-  entry.setdefault("wer", {}).update({k: float(v) for k, v in wer_by_condition.items()})
-  for key, value in (extra or {}).items():
-    if isinstance(value, dict) and isinstance(entry.get(key), dict):
-      entry[key].update(value)
-    else:
-      entry[key] = value
-  results["relative_to_teacher"] = relative_to_teacher(systems)
-  hmm_io.write_json(path, results)
-  return results
+def update_results(
+    workdir: pathlib.Path, system: str, wer_by_condition: dict[str, float], extra: dict | None = None
+) -> dict:
+    """Merges `system`'s WERs (percent, per condition) and `extra` fields into
+    WORKDIR/results.json, recomputes relative_to_teacher, and returns the whole table."""
+    path = pathlib.Path(workdir) / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    systems = results.setdefault("systems", {})
+    entry = systems.setdefault(system, {})
+    entry.setdefault("wer", {}).update({k: float(v) for k, v in wer_by_condition.items()})
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(entry.get(key), dict):
+            entry[key].update(value)
+        else:
+            entry[key] = value
+    results["relative_to_teacher"] = relative_to_teacher(systems)
+    hmm_io.write_json(path, results)
+    return results
 
 
 def relative_to_teacher(systems: dict) -> dict:
-  """system -> condition -> relative WER change (percent) against teacher_seq, or
-  teacher_ce before sequence training exists; empty when neither has been scored."""
-  reference = next((systems[s]["wer"] for s in REFERENCE_SYSTEMS
-                    if s in systems and systems[s].get("wer")), None)
-  if reference is None:
-    return {}
-  table = {}
-  for name, entry in systems.items():
-    rows = {c: 100.0 * (w - reference[c]) / reference[c]
-            for c, w in entry.get("wer", {}).items() if reference.get(c)}
-    if rows:
-      table[name] = rows
-  return table
+    """system -> condition -> relative WER change (percent) against teacher_seq, or
+    teacher_ce before sequence training exists; empty when neither has been scored."""
+    reference = next((systems[s]["wer"] for s in REFERENCE_SYSTEMS if s in systems and systems[s].get("wer")), None)
+    if reference is None:
+        return {}
+    table = {}
+    for name, entry in systems.items():
+        rows = {
+            c: 100.0 * (w - reference[c]) / reference[c] for c, w in entry.get("wer", {}).items() if reference.get(c)
+        }
+        if rows:
+            table[name] = rows
+    return table

@@ -8,30 +8,48 @@ import kaldialign
 
 
 def wer(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, Sequence[str]]) -> dict:
-  """Corpus WER in percent over the utterances of `refs` (a missing hypothesis counts
-  as empty), with insertion, deletion and substitution counts."""
-  totals = {"ins": 0, "del": 0, "sub": 0, "ref_len": 0}
-  for utt, ref in refs.items():
-    result = kaldialign.edit_distance(list(ref), list(hyps.get(utt, [])))
-    for key in totals:
-      totals[key] += result[key]
-  errors = totals["ins"] + totals["del"] + totals["sub"]
-  return {"wer": 100.0 * errors / max(totals["ref_len"], 1), "errors": errors,
-          "words": totals["ref_len"], "utterances": len(refs), "ins": totals["ins"],
-          "del": totals["del"], "sub": totals["sub"]}
+    """Corpus WER in percent over the utterances of `refs` (a missing hypothesis counts
+    as empty), with insertion, deletion and substitution counts."""
+    totals = {"ins": 0, "del": 0, "sub": 0, "ref_len": 0}
+    for utt, ref in refs.items():
+        result = kaldialign.edit_distance(list(ref), list(hyps.get(utt, [])))
+        for key in totals:
+            totals[key] += result[key]
+    errors = totals["ins"] + totals["del"] + totals["sub"]
+    return {
+        "wer": 100.0 * errors / max(totals["ref_len"], 1),
+        "errors": errors,
+        "words": totals["ref_len"],
+        "utterances": len(refs),
+        "ins": totals["ins"],
+        "del": totals["del"],
+        "sub": totals["sub"],
+    }
 
 
-def compare(ref: Mapping[str, Sequence[str]], hyp_a: Mapping[str, Sequence[str]],
-            hyp_b: Mapping[str, Sequence[str]], replications: int = 10000,
-            seed: int = 0) -> dict:
-  """Bootstrap (Bisani & Ney) 95 % intervals of both systems' WER and the probability
-  that system b improves on system a, over the utterances of `ref`. WERs in percent."""
-  utts = sorted(ref)
-  result = kaldialign.bootstrap_wer_ci(
-      [list(ref[u]) for u in utts], [list(hyp_a.get(u, [])) for u in utts],
-      [list(hyp_b.get(u, [])) for u in utts], replications=replications, seed=seed)
+def compare(
+    ref: Mapping[str, Sequence[str]],
+    hyp_a: Mapping[str, Sequence[str]],
+    hyp_b: Mapping[str, Sequence[str]],
+    replications: int = 10000,
+    seed: int = 0,
+) -> dict:
+    """Bootstrap (Bisani & Ney) 95 % intervals of both systems' WER and the probability
+    that system b improves on system a, over the utterances of `ref`. WERs in percent."""
+    utts = sorted(ref)
+    result = kaldialign.bootstrap_wer_ci(
+        [list(ref[u]) for u in utts],
+        [list(hyp_a.get(u, [])) for u in utts],
+        [list(hyp_b.get(u, [])) for u in utts],
+        replications=replications,
+        seed=seed,
+    )
 
-  def percent(system):
-    return {k: 100.0 * v for k, v in system.items()}
-  return {"a": percent(result["system1"]), "b": percent(result["system2"]),
-          "p_b_better": result["p_s2_improv_over_s1"]}
+    def percent(system):
+        return {k: 100.0 * v for k, v in system.items()}
+
+    return {
+        "a": percent(result["system1"]),
+        "b": percent(result["system2"]),
+        "p_b_better": result["p_s2_improv_over_s1"],
+    }

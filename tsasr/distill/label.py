@@ -35,6 +35,7 @@ def _top_k_forward(model, k: int, on_device: bool):
             return logits.astype(jnp.float32)
         top_logits, top_ids = jax.lax.top_k(logits.astype(jnp.float32), k)  # sorted, highest first
         return top_ids, top_logits
+
     return jax.jit(forward)
 
 
@@ -84,8 +85,10 @@ def run(config, workdir: pathlib.Path) -> dict:
     num_senones = model.config.num_senones
     k = cfg.label_top_k or num_senones  # 0 = every senone: dense targets, the k = S baseline
     if not isinstance(k, int) or not 1 <= k <= num_senones:
-        raise ValueError(f"student.label_top_k={k!r} must be an integer in [1, {num_senones}] (the senone count), "
-                         "or 0 for all senones")
+        raise ValueError(
+            f"student.label_top_k={k!r} must be an integer in [1, {num_senones}] (the senone count), "
+            "or 0 for all senones"
+        )
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
     shards: dict[int, list[dict]] = {}
     for r in records:
@@ -109,9 +112,16 @@ def run(config, workdir: pathlib.Path) -> dict:
         log.info("label: %d shards were already done (resumed)", done_before)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         multihost_utils.sync_global_devices("label: every shard written")
     index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": cfg.teacher})
     size = sum((out / f"{sl.shard_name(i)}.bin").stat().st_size for i in range(cfg.label_shards))
     total_frames = sum(v["frames"] for v in index["shards"].values())
-    return {"teacher": cfg.teacher, "k": k, "utterances": len(index["utterances"]), "frames": total_frames,
-            "bytes_per_frame": round(size / max(total_frames, 1), 2), "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "teacher": cfg.teacher,
+        "k": k,
+        "utterances": len(index["utterances"]),
+        "frames": total_frames,
+        "bytes_per_frame": round(size / max(total_frames, 1), 2),
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -85,7 +85,9 @@ class ShardWriter:
             raise SoftLabelError(f"utterance {utt_id!r} labelled twice in {shard_name(self.index)}")
         ids, logits = np.asarray(ids), np.asarray(logits)
         if ids.shape != logits.shape or ids.ndim != 2 or ids.shape[1] != self.k:
-            raise SoftLabelError(f"utterance {utt_id!r}: ids {ids.shape} and logits {logits.shape} must both be [frames, {self.k}]")
+            raise SoftLabelError(
+                f"utterance {utt_id!r}: ids {ids.shape} and logits {logits.shape} must both be [frames, {self.k}]"
+            )
         if not np.all(np.isfinite(logits)):
             raise SoftLabelError(f"utterance {utt_id!r}: teacher logits contain NaN or Inf")
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_senones):
@@ -103,8 +105,12 @@ class ShardWriter:
         ids = np.concatenate(self._ids) if self._ids else np.zeros((0, self.k), id_dtype(self.num_senones))
         logits = np.concatenate(self._logits) if self._logits else np.zeros((0, self.k), np.float16)
         blob = ids.tobytes() + logits.tobytes()
-        meta = {"frames": self._frames, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-                "utterances": self._utterances}
+        meta = {
+            "frames": self._frames,
+            "bytes": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "utterances": self._utterances,
+        }
         with wd.atomic_path(self.directory / f"{name}.bin") as tmp:
             tmp.write_bytes(blob)
         wd.write_json(self.directory / f"{name}.json", meta)  # written last: the shard is complete
@@ -128,9 +134,17 @@ def write_index(directory: pathlib.Path, k: int, num_senones: int, num_shards: i
         shards[shard_name(i)] = {k2: meta[k2] for k2 in ("frames", "bytes", "sha256")}
         for utt_id, (start, frames, crc) in meta["utterances"].items():
             utterances[utt_id] = [i, start, frames, crc]
-    index = {"format": FORMAT_VERSION, "k": k, "num_senones": num_senones,
-             "id_dtype": id_dtype(num_senones).name, "logit_dtype": "float16",
-             "num_shards": num_shards, "shards": shards, "utterances": utterances, **(extra or {})}
+    index = {
+        "format": FORMAT_VERSION,
+        "k": k,
+        "num_senones": num_senones,
+        "id_dtype": id_dtype(num_senones).name,
+        "logit_dtype": "float16",
+        "num_shards": num_shards,
+        "shards": shards,
+        "utterances": utterances,
+        **(extra or {}),
+    }
     wd.write_json(directory / "index.json", index)
     return index
 
@@ -182,7 +196,9 @@ class SoftLabelReader:
                 raise SoftLabelError(f"{path}: shard file missing")
             size = path.stat().st_size
             if size != meta["bytes"]:
-                raise SoftLabelError(f"{path}: shard is {size} bytes, index says {meta['bytes']} (truncated or replaced)")
+                raise SoftLabelError(
+                    f"{path}: shard is {size} bytes, index says {meta['bytes']} (truncated or replaced)"
+                )
             if self._verify:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 if digest != meta["sha256"]:
@@ -199,16 +215,19 @@ class SoftLabelReader:
         """(ids [frames, k] int32, logits [frames, k] float32) as stored, highest logit first."""
         shard_index, start, frames, crc = self._entry(utt_id)
         if expected_frames is not None and expected_frames != frames:
-            raise SoftLabelError(f"utterance {utt_id!r}: soft labels have {frames} frames but its features have "
-                                 f"{expected_frames}; the noisy copy must match its clean utterance frame for frame")
+            raise SoftLabelError(
+                f"utterance {utt_id!r}: soft labels have {frames} frames but its features have "
+                f"{expected_frames}; the noisy copy must match its clean utterance frame for frame"
+            )
         shard = self._shard(shard_index)
         ids, logits = shard.ids[start : start + frames], shard.logits[start : start + frames]
         if zlib.crc32(logits.tobytes(), zlib.crc32(ids.tobytes())) != crc:
             raise SoftLabelError(f"utterance {utt_id!r} in {shard_name(shard_index)}: crc32 mismatch, corrupt labels")
         return ids.astype(np.int32), logits.astype(np.float32)
 
-    def targets(self, utt_id: str, k: int | None = None, temperature: float = 1.0,
-                expected_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def targets(
+        self, utt_id: str, k: int | None = None, temperature: float = 1.0, expected_frames: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids [frames, k'], probs [frames, k']): the teacher's top-k' at temperature T."""
         k = self.k if k is None else k
         validate_k_temperature(k, temperature, self.k)

@@ -28,8 +28,9 @@ def soft_examples(records: list[dict], features: dict, reader: sl.SoftLabelReade
     for r in records:
         clean_id = r.get("clean_id", r["id"])
         ids, logits = reader.raw(clean_id, expected_frames=len(features[r["id"]]))
-        examples.append({"id": r["id"], "features": features[r["id"]],
-                         "soft_ids": ids[:, :top_k], "soft_logits": logits[:, :top_k]})
+        examples.append(
+            {"id": r["id"], "features": features[r["id"]], "soft_ids": ids[:, :top_k], "soft_logits": logits[:, :top_k]}
+        )
     return examples
 
 
@@ -47,7 +48,18 @@ def run(config, workdir: pathlib.Path) -> dict:
     top_k = cfg.top_k or reader.num_senones  # 0 = every senone (dense targets)
     examples = soft_examples(train, features, reader, top_k, cfg.temperature)
     heldout_examples = soft_examples(held, features, reader, top_k, cfg.temperature)
-    summary = trainer.fit(config, cfg, workdir, "student_ce", examples, heldout_examples, reader.num_senones, norm,
-                          soft_top_k=top_k, temperature=cfg.temperature, reference=cfg.teacher)
+    summary = trainer.fit(
+        config,
+        cfg,
+        workdir,
+        "student_ce",
+        examples,
+        heldout_examples,
+        reader.num_senones,
+        norm,
+        soft_top_k=top_k,
+        temperature=cfg.temperature,
+        reference=cfg.teacher,
+    )
     summary.update(top_k=top_k, temperature=cfg.temperature, teacher=cfg.teacher)
     return summary

@@ -80,7 +80,9 @@ def parse_grid(points, stored_k: int | None = None) -> tuple[Member, ...]:
     integer in [1, stored_k], a temperature that is not a finite number > 0, or a duplicate.
     """
     if not isinstance(points, (list, tuple)) or not points:
-        raise ValueError(f"sweep(): the grid must be a non-empty list of {{'top_k', 'temperature'}} points; got {points!r}")
+        raise ValueError(
+            f"sweep(): the grid must be a non-empty list of {{'top_k', 'temperature'}} points; got {points!r}"
+        )
     members, seen = [], set()
     for i, point in enumerate(points):
         if not hasattr(point, "keys") or set(point.keys()) != {"top_k", "temperature"}:
@@ -89,10 +91,16 @@ def parse_grid(points, stored_k: int | None = None) -> tuple[Member, ...]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"sweep point {i}: top_k={k!r} must be an integer >= 1")
         if stored_k is not None and k > stored_k:
-            raise ValueError(f"sweep point {i}: top_k={k} exceeds the k={stored_k} the soft labels were stored at "
-                             "(raise student.label_top_k)")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
-                or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(
+                f"sweep point {i}: top_k={k} exceeds the k={stored_k} the soft labels were stored at "
+                "(raise student.label_top_k)"
+            )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float, np.number))
+            or not math.isfinite(temperature)
+            or temperature <= 0
+        ):
             raise ValueError(f"sweep point {i}: temperature={temperature!r} must be a finite number > 0")
         member = Member(int(k), float(temperature))
         if member.system in seen:
@@ -104,8 +112,10 @@ def parse_grid(points, stored_k: int | None = None) -> tuple[Member, ...]:
 
 def grid_arrays(members) -> dict[str, np.ndarray]:
     """{'top_k': int32 [members], 'temperature': float32 [members]}: the step's per-member inputs."""
-    return {"top_k": np.asarray([m.top_k for m in members], np.int32),
-            "temperature": np.asarray([m.temperature for m in members], np.float32)}
+    return {
+        "top_k": np.asarray([m.top_k for m in members], np.int32),
+        "temperature": np.asarray([m.temperature for m in members], np.float32),
+    }
 
 
 def masked_soft_targets(teacher_logits, top_k, temperature):
@@ -180,7 +190,8 @@ def make_sweep_eval_step(loss_fn):
 
     def sweep_eval(params, batch, grid):
         return jax.vmap(lambda p, k, t: member_eval(p, {**batch, "top_k": k, "temperature": t}))(
-            params, grid["top_k"], grid["temperature"])
+            params, grid["top_k"], grid["temperature"]
+        )
 
     return sweep_eval
 
@@ -188,17 +199,23 @@ def make_sweep_eval_step(loss_fn):
 def jit_sweep_step(sweep_step, mesh):
     """jit with donated (stacked) state; state, grid, key and measurements replicated, batch on `data`."""
     replicated = sharding_lib.replicated(mesh)
-    return jax.jit(sweep_step, donate_argnums=(0,),
-                   in_shardings=(replicated, sharding_lib.batch_sharding(mesh), replicated, replicated),
-                   out_shardings=(replicated, replicated))
+    return jax.jit(
+        sweep_step,
+        donate_argnums=(0,),
+        in_shardings=(replicated, sharding_lib.batch_sharding(mesh), replicated, replicated),
+        out_shardings=(replicated, replicated),
+    )
 
 
 def make_init_fn(model, tx, members: int, feature_dim: int, init_rng):
     """() -> TrainState stacked over members; member m's params from fold_in(init_rng, m)."""
 
     def init_one(key):
-        variables = model.init({"params": key, "dropout": key},
-                               jnp.zeros((1, 12, feature_dim), jnp.float32), jnp.zeros((1, 12), jnp.float32))
+        variables = model.init(
+            {"params": key, "dropout": key},
+            jnp.zeros((1, 12, feature_dim), jnp.float32),
+            jnp.zeros((1, 12), jnp.float32),
+        )
         return state_lib.create(variables["params"], tx)
 
     return lambda: jax.vmap(init_one)(_member_keys(init_rng, members))
@@ -226,15 +243,20 @@ def train(train_cfg, model, batcher, members, out: pathlib.Path, *, mesh=None):
     tx, schedule = optim.make_optimizer(train_cfg.optimizer, train_cfg.num_steps)
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(train_cfg.seed))
     init_fn = make_init_fn(model, tx, len(members), train_cfg.feature_dim, init_rng)
-    checkpoints = checkpoint_lib.Checkpoints(str(out / "checkpoints"), train_cfg.checkpoint_every,
-                                             train_cfg.max_checkpoints)
+    checkpoints = checkpoint_lib.Checkpoints(
+        str(out / "checkpoints"), train_cfg.checkpoint_every, train_cfg.max_checkpoints
+    )
     # Resume order: a checkpoint in this workdir (the stacked state of an interrupted sweep),
     # then from scratch; a stage whose grid changed starts from an empty directory.
-    state = checkpoints.restore_or_init(jax.eval_shape(init_fn), replicated,
-                                        jax.jit(init_fn, out_shardings=replicated))
+    state = checkpoints.restore_or_init(jax.eval_shape(init_fn), replicated, jax.jit(init_fn, out_shardings=replicated))
     start = int(jax.device_get(state.step)[0])
-    log.info("sweep: %d students x %d parameters, starting at step %d of %d", len(members),
-             sum(x[0].size for x in jax.tree.leaves(state.params)), start, train_cfg.num_steps)
+    log.info(
+        "sweep: %d students x %d parameters, starting at step %d of %d",
+        len(members),
+        sum(x[0].size for x in jax.tree.leaves(state.params)),
+        start,
+        train_cfg.num_steps,
+    )
     loss_fn = make_member_loss_fn(model, step_lib.compute_dtype(train_cfg.compute_dtype))
     sweep_step = jit_sweep_step(make_sweep_step(loss_fn, tx, schedule), mesh)
     grid = jax.device_put(grid_arrays(members), replicated)
@@ -260,13 +282,18 @@ def train(train_cfg, model, batcher, members, out: pathlib.Path, *, mesh=None):
                 frames = np.stack([w["num_frames"] for w in window])  # [steps, members]
                 weights = frames + 1e-9
                 for m, writer in enumerate(writers):
-                    writer.write(step + 1, {
-                        "loss": np.average([w["loss"][m] for w in window], weights=weights[:, m]),
-                        "frame_accuracy": np.average([w["frame_accuracy"][m] for w in window], weights=weights[:, m]),
-                        "grad_norm": window[-1]["grad_norm"][m],
-                        "learning_rate": window[-1]["learning_rate"][m],
-                        "frames_per_s": frames[:, m].sum() / elapsed,
-                    })
+                    writer.write(
+                        step + 1,
+                        {
+                            "loss": np.average([w["loss"][m] for w in window], weights=weights[:, m]),
+                            "frame_accuracy": np.average(
+                                [w["frame_accuracy"][m] for w in window], weights=weights[:, m]
+                            ),
+                            "grad_norm": window[-1]["grad_norm"][m],
+                            "learning_rate": window[-1]["learning_rate"][m],
+                            "frames_per_s": frames[:, m].sum() / elapsed,
+                        },
+                    )
                 window.clear()
                 window_start = time.perf_counter()
 
@@ -277,9 +304,12 @@ def train(train_cfg, model, batcher, members, out: pathlib.Path, *, mesh=None):
             if signature not in compiled:
                 compiled[signature] = sweep_step.lower(state, batch, grid, step_rng).compile()
                 cost = compiled[signature].cost_analysis() or {}
-                log.info("sweep: compiled the step for %s: %.3g GFLOP per step for %d students",
-                         {k: v[1] for k, v in zip(sorted(batch), signature)},
-                         float(cost.get("flops", float("nan"))) / 1e9, len(members))
+                log.info(
+                    "sweep: compiled the step for %s: %.3g GFLOP per step for %d students",
+                    {k: v[1] for k, v in zip(sorted(batch), signature)},
+                    float(cost.get("flops", float("nan"))) / 1e9,
+                    len(members),
+                )
                 window_start = time.perf_counter()
             state, measurements = compiled[signature](state, batch, grid, step_rng)
             pending.append((step, ids, measurements))
@@ -307,9 +337,11 @@ def evaluate(model, params, batches, members, *, mesh=None) -> list[dict]:
     """Per member {'loss', 'frame_accuracy', 'num_frames'} over finite held-out `batches`."""
     mesh = mesh or sharding_lib.data_mesh()
     replicated = sharding_lib.replicated(mesh)
-    eval_step = jax.jit(make_sweep_eval_step(make_member_loss_fn(model)),
-                        in_shardings=(replicated, sharding_lib.batch_sharding(mesh), replicated),
-                        out_shardings=replicated)
+    eval_step = jax.jit(
+        make_sweep_eval_step(make_member_loss_fn(model)),
+        in_shardings=(replicated, sharding_lib.batch_sharding(mesh), replicated),
+        out_shardings=replicated,
+    )
     grid = jax.device_put(grid_arrays(members), replicated)
     totals = np.zeros((3, len(members)))
     for batch in batches:
@@ -317,8 +349,14 @@ def evaluate(model, params, batches, members, *, mesh=None) -> list[dict]:
         sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), grid))
         totals += np.stack([sums["loss_sum"], sums["correct_sum"], sums["num_frames"]])
     frames = np.maximum(totals[2], 1.0)
-    return [{"loss": float(totals[0, m] / frames[m]), "frame_accuracy": float(totals[1, m] / frames[m]),
-             "num_frames": float(totals[2, m])} for m in range(len(members))]
+    return [
+        {
+            "loss": float(totals[0, m] / frames[m]),
+            "frame_accuracy": float(totals[1, m] / frames[m]),
+            "num_frames": float(totals[2, m]),
+        }
+        for m in range(len(members))
+    ]
 
 
 def sweep_table(systems: dict, members) -> str:
@@ -329,8 +367,12 @@ def sweep_table(systems: dict, members) -> str:
     for condition in CONDITIONS:
         if not any(condition in systems.get(m.system, {}).get("wer", {}) for m in members):
             continue
-        lines += [f"### WER {condition} (%)", "", "| k | " + " | ".join(f"T = {t:g}" for t in temperatures) + " |",
-                  "|---:|" + "---:|" * len(temperatures)]
+        lines += [
+            f"### WER {condition} (%)",
+            "",
+            "| k | " + " | ".join(f"T = {t:g}" for t in temperatures) + " |",
+            "|---:|" + "---:|" * len(temperatures),
+        ]
         for k in ks:
             cells = []
             for t in temperatures:
@@ -346,6 +388,7 @@ def sweep_table(systems: dict, members) -> str:
 def plot_sweep(systems: dict, members, path: pathlib.Path) -> None:
     """WER against k, one line per T, one panel per test condition; written atomically."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -402,14 +445,26 @@ def run(config, workdir: pathlib.Path) -> dict:
     train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
     train_cfg.seed = int(config.seed)
     train_cfg.feature_dim = int(examples[0]["features"].shape[1])
-    batching_cfg = dict(batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed))
-    batcher = batching.Batcher(examples, batching.BatchingConfig(**batching_cfg), jax.process_index(), jax.process_count())
+    batching_cfg = dict(
+        batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed)
+    )
+    batcher = batching.Batcher(
+        examples, batching.BatchingConfig(**batching_cfg), jax.process_index(), jax.process_count()
+    )
     started = time.perf_counter()
     state = train(train_cfg, model, batcher, members, out)
     train_seconds = time.perf_counter() - started
 
-    heldout = evaluate(model, state.params, batching.Batcher(
-        held, batching.BatchingConfig(**batching_cfg, drop_remainder=False)).epoch(), members) if held else []
+    heldout = (
+        evaluate(
+            model,
+            state.params,
+            batching.Batcher(held, batching.BatchingConfig(**batching_cfg, drop_remainder=False)).epoch(),
+            members,
+        )
+        if held
+        else []
+    )
     reference = "teacher_seq" if (workdir / "decode" / "teacher_seq").exists() else "teacher_ce"
     results_path = workdir / "results.json"
     for m, member in enumerate(members):
@@ -417,24 +472,37 @@ def run(config, workdir: pathlib.Path) -> dict:
         # A resumed stage (same key: stale decode directories were removed) skips members it scored.
         if member.system in scored and (workdir / "decode" / member.system).exists():
             continue
-        acoustic.decode_conditions(workdir, member.system, model, member_params(state.params, m), norm, config,
-                                   reference=reference)
+        acoustic.decode_conditions(
+            workdir, member.system, model, member_params(state.params, m), norm, config, reference=reference
+        )
         extra = {"top_k": member.top_k, "temperature": member.temperature}
         if heldout:
-            extra.update(heldout_loss=round(heldout[m]["loss"], 4),
-                         heldout_frame_accuracy=round(heldout[m]["frame_accuracy"], 4))
+            extra.update(
+                heldout_loss=round(heldout[m]["loss"], 4), heldout_frame_accuracy=round(heldout[m]["frame_accuracy"], 4)
+            )
         results_lib.update_results(workdir, member.system, {}, extra)
 
     systems = json.loads(results_path.read_text())["systems"]
-    wd.write_text(workdir / TABLE, f"# k x T sweep\n\nStudents trained together (one vmapped step), "
-                  f"{train_cfg.num_steps} steps each; relative to `{reference}` in results.md.\n\n"
-                  + sweep_table(systems, members))
+    wd.write_text(
+        workdir / TABLE,
+        f"# k x T sweep\n\nStudents trained together (one vmapped step), "
+        f"{train_cfg.num_steps} steps each; relative to `{reference}` in results.md.\n\n"
+        + sweep_table(systems, members),
+    )
     plot_sweep(systems, members, workdir / "plots" / PLOT)
     wers = {m.system: systems.get(m.system, {}).get("wer", {}) for m in members}
     best = min(wers, key=lambda s: wers[s].get("noisy", float("inf")))
-    return {"members": len(members), "steps": int(train_cfg.num_steps), "train_seconds": round(train_seconds, 1),
-            "utterances": len(examples), "stored_k": reader.k, "best_noisy": best, "wer": wers,
-            "table": TABLE, "plot": f"plots/{PLOT}"}
+    return {
+        "members": len(members),
+        "steps": int(train_cfg.num_steps),
+        "train_seconds": round(train_seconds, 1),
+        "utterances": len(examples),
+        "stored_k": reader.k,
+        "best_noisy": best,
+        "wer": wers,
+        "table": TABLE,
+        "plot": f"plots/{PLOT}",
+    }
 
 
 def with_grid(config: ml_collections.ConfigDict, points) -> ml_collections.ConfigDict:
@@ -465,8 +533,12 @@ def stages(config: ml_collections.ConfigDict, until: str | None = None) -> tuple
             break
     members = parse_grid(config.sweep.points)
     sweep_stage = pipeline.Stage(
-        STAGE, run, ("seed", "student", "decode", "sweep"), deps=("label", "noisify", "teacher_ce", "teacher_seq"),
-        outputs=(OUTPUT, *(os.path.join("decode", m.system) for m in members)))
+        STAGE,
+        run,
+        ("seed", "student", "decode", "sweep"),
+        deps=("label", "noisify", "teacher_ce", "teacher_seq"),
+        outputs=(OUTPUT, *(os.path.join("decode", m.system) for m in members)),
+    )
     if upstream[-1].name != "label":
         return tuple(upstream)
     return tuple(upstream) + (sweep_stage,)

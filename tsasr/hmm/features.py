@@ -27,73 +27,78 @@ _BATCH = 16
 
 
 def dct_matrix(num_bins: int, num_ceps: int = NUM_CEPS) -> np.ndarray:
-  """Orthonormal DCT-II with Kaldi's cepstral liftering folded in, [num_bins, num_ceps]."""
-  n = np.arange(num_bins)
-  k = np.arange(num_ceps)
-  basis = np.cos(np.pi / num_bins * (n[:, None] + 0.5) * k[None, :]) * np.sqrt(2.0 / num_bins)
-  basis[:, 0] = np.sqrt(1.0 / num_bins)
-  lifter = 1.0 + 0.5 * CEPSTRAL_LIFTER * np.sin(np.pi * k / CEPSTRAL_LIFTER)
-  return (basis * lifter[None, :]).astype(np.float32)
+    """Orthonormal DCT-II with Kaldi's cepstral liftering folded in, [num_bins, num_ceps]."""
+    n = np.arange(num_bins)
+    k = np.arange(num_ceps)
+    basis = np.cos(np.pi / num_bins * (n[:, None] + 0.5) * k[None, :]) * np.sqrt(2.0 / num_bins)
+    basis[:, 0] = np.sqrt(1.0 / num_bins)
+    lifter = 1.0 + 0.5 * CEPSTRAL_LIFTER * np.sin(np.pi * k / CEPSTRAL_LIFTER)
+    return (basis * lifter[None, :]).astype(np.float32)
 
 
 def add_deltas(feats: np.ndarray, window: int = 2) -> np.ndarray:
-  """Kaldi's add-deltas (order 2, window 2): [frames, d] -> [frames, 3d]."""
-  def delta(x):
-    padded = np.pad(x, ((window, window), (0, 0)), mode="edge")
-    num = sum(k * (padded[window + k:window + k + len(x)] - padded[window - k:window - k + len(x)])
-              for k in range(1, window + 1))
-    return num / (2 * sum(k * k for k in range(1, window + 1)))
-  first = delta(feats)
-  return np.concatenate([feats, first, delta(first)], axis=1).astype(np.float32)
+    """Kaldi's add-deltas (order 2, window 2): [frames, d] -> [frames, 3d]."""
+
+    def delta(x):
+        padded = np.pad(x, ((window, window), (0, 0)), mode="edge")
+        num = sum(
+            k * (padded[window + k : window + k + len(x)] - padded[window - k : window - k + len(x)])
+            for k in range(1, window + 1)
+        )
+        return num / (2 * sum(k * k for k in range(1, window + 1)))
+
+    first = delta(feats)
+    return np.concatenate([feats, first, delta(first)], axis=1).astype(np.float32)
 
 
 @functools.cache
 def _jitted_lfbe():
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.jit(lfbe_lib.lfbe)
+    import jax  # pylint: disable=import-outside-toplevel
+
+    return jax.jit(lfbe_lib.lfbe)
 
 
 def log_mel(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
-  """LFBE of each waveform, [frames, 64] float32, through the project's JAX LFBE."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  lfbe = _jitted_lfbe()
-  order = np.argsort([len(a) for a in audios])
-  result: list[np.ndarray | None] = [None] * len(audios)
-  for start in range(0, len(order), _BATCH):
-    idx = order[start:start + _BATCH]
-    longest = max(len(audios[i]) for i in idx)
-    # Widths are powers of two times a bucket and the batch is always full, so a whole
-    # corpus compiles the LFBE only a handful of times.
-    width = _BUCKET_SAMPLES
-    while width < longest:
-      width *= 2
-    batch = np.zeros((_BATCH, width), np.float32)
-    paddings = np.ones((_BATCH, width), np.float32)
-    for row, i in enumerate(idx):
-      batch[row, :len(audios[i])] = audios[i]
-      paddings[row, :len(audios[i])] = 0.0
-    feats, _ = lfbe(jnp.asarray(batch), jnp.asarray(paddings))
-    feats = np.asarray(feats)
-    for row, i in enumerate(idx):
-      result[i] = feats[row, :lfbe_lib.num_frames(len(audios[i]))]
-  return result  # type: ignore[return-value]
+    """LFBE of each waveform, [frames, 64] float32, through the project's JAX LFBE."""
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    lfbe = _jitted_lfbe()
+    order = np.argsort([len(a) for a in audios])
+    result: list[np.ndarray | None] = [None] * len(audios)
+    for start in range(0, len(order), _BATCH):
+        idx = order[start : start + _BATCH]
+        longest = max(len(audios[i]) for i in idx)
+        # Widths are powers of two times a bucket and the batch is always full, so a whole
+        # corpus compiles the LFBE only a handful of times.
+        width = _BUCKET_SAMPLES
+        while width < longest:
+            width *= 2
+        batch = np.zeros((_BATCH, width), np.float32)
+        paddings = np.ones((_BATCH, width), np.float32)
+        for row, i in enumerate(idx):
+            batch[row, : len(audios[i])] = audios[i]
+            paddings[row, : len(audios[i])] = 0.0
+        feats, _ = lfbe(jnp.asarray(batch), jnp.asarray(paddings))
+        feats = np.asarray(feats)
+        for row, i in enumerate(idx):
+            result[i] = feats[row, : lfbe_lib.num_frames(len(audios[i]))]
+    return result  # type: ignore[return-value]
 
 
 def mfcc_with_deltas(audios: Sequence[np.ndarray], speakers: Sequence[str]) -> list[np.ndarray]:
-  """39-dim MFCC + deltas, mean and variance normalised per speaker, one [frames, 39]
-  array per waveform (frames may be 0 for audio shorter than one window)."""
-  mels = log_mel(audios)
-  dct = dct_matrix(mels[0].shape[1] if mels else 64)
-  feats = [add_deltas(m @ dct) if len(m) else np.zeros((0, 3 * NUM_CEPS), np.float32)
-           for m in mels]
-  by_speaker = collections.defaultdict(list)
-  for i, speaker in enumerate(speakers):
-    by_speaker[speaker].append(i)
-  for indices in by_speaker.values():
-    stacked = np.concatenate([feats[i] for i in indices])
-    if len(stacked) < 2:
-      continue
-    mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
-    for i in indices:
-      feats[i] = ((feats[i] - mean) / std).astype(np.float32)
-  return feats
+    """39-dim MFCC + deltas, mean and variance normalised per speaker, one [frames, 39]
+    array per waveform (frames may be 0 for audio shorter than one window)."""
+    mels = log_mel(audios)
+    dct = dct_matrix(mels[0].shape[1] if mels else 64)
+    feats = [add_deltas(m @ dct) if len(m) else np.zeros((0, 3 * NUM_CEPS), np.float32) for m in mels]
+    by_speaker = collections.defaultdict(list)
+    for i, speaker in enumerate(speakers):
+        by_speaker[speaker].append(i)
+    for indices in by_speaker.values():
+        stacked = np.concatenate([feats[i] for i in indices])
+        if len(stacked) < 2:
+            continue
+        mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
+        for i in indices:
+            feats[i] = ((feats[i] - mean) / std).astype(np.float32)
+    return feats

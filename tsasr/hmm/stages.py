@@ -44,302 +44,326 @@ CONDITION_MANIFESTS = {
 
 
 def _read_manifest(path: pathlib.Path) -> list[dict]:
-  from tsasr.data.manifest import read_manifest  # pylint: disable=import-outside-toplevel
-  return read_manifest(path)
+    from tsasr.data.manifest import read_manifest  # pylint: disable=import-outside-toplevel
+
+    return read_manifest(path)
 
 
 def _read_audio(path) -> np.ndarray:
-  from tsasr.audio.io import read_audio  # pylint: disable=import-outside-toplevel
-  return read_audio(path)
+    from tsasr.audio.io import read_audio  # pylint: disable=import-outside-toplevel
+
+    return read_audio(path)
 
 
 def load_features(records: list[dict]) -> dict[str, np.ndarray]:
-  """MFCC + deltas with per-speaker CMVN, keyed by utterance id."""
-  audios = [_read_audio(r["audio"]) for r in records]
-  feats = features_lib.mfcc_with_deltas(audios, [r.get("speaker", r["id"]) for r in records])
-  return {r["id"]: f for r, f in zip(records, feats)}
+    """MFCC + deltas with per-speaker CMVN, keyed by utterance id."""
+    audios = [_read_audio(r["audio"]) for r in records]
+    feats = features_lib.mfcc_with_deltas(audios, [r.get("speaker", r["id"]) for r in records])
+    return {r["id"]: f for r, f in zip(records, feats)}
 
 
 def _costs(hc) -> graph_lib.HmmCosts:
-  return graph_lib.HmmCosts(self_loop_prob=hc.self_loop_prob,
-                            self_loop_scale=hc.self_loop_scale)
+    return graph_lib.HmmCosts(self_loop_prob=hc.self_loop_prob, self_loop_scale=hc.self_loop_scale)
 
 
 def _realign(aligner, am, hc, excluded, label):
-  alignments = {}
-  for utt, result in aligner.realign(am, hc.align_acoustic_scale, hc.align_beam,
-                                     hc.align_retry_beam).items():
-    if result is None:
-      excluded[utt] = f"beam failure ({label})"
-    else:
-      alignments[utt] = result
-  aligner.drop([u for u in aligner.utts if u not in alignments])
-  return alignments
+    alignments = {}
+    for utt, result in aligner.realign(am, hc.align_acoustic_scale, hc.align_beam, hc.align_retry_beam).items():
+        if result is None:
+            excluded[utt] = f"beam failure ({label})"
+        else:
+            alignments[utt] = result
+    aligner.drop([u for u in aligner.utts if u not in alignments])
+    return alignments
 
 
-def _train(aligner, feats, am, alignments, iters, realign_every, total_gauss, hc, excluded,
-           label):
-  max_iter_inc = max(1, int(iters * 0.75))
-  step = max(0, (total_gauss - am.num_gauss) // max_iter_inc)
-  num_gauss = am.num_gauss
-  for it in range(iters):
-    if it > 0 and it % realign_every == 0:
-      alignments = _realign(aligner, am, hc, excluded, label)
-    if it < max_iter_inc:
-      num_gauss += step
-    senones = {u: a.senones if hasattr(a, "senones") else a for u, a in alignments.items()}
-    with realign_lib.single_threaded_blas():  # many small per-senone products
-      avg = gmm_lib.em_update(am, feats, senones, mixup=num_gauss)
-    logging.info("align: %s pass %d: %.3f log-likelihood/frame, %d utterances, %d Gaussians",
-                 label, it, avg, len(senones), am.num_gauss)
-  return _realign(aligner, am, hc, excluded, label)
+def _train(aligner, feats, am, alignments, iters, realign_every, total_gauss, hc, excluded, label):
+    max_iter_inc = max(1, int(iters * 0.75))
+    step = max(0, (total_gauss - am.num_gauss) // max_iter_inc)
+    num_gauss = am.num_gauss
+    for it in range(iters):
+        if it > 0 and it % realign_every == 0:
+            alignments = _realign(aligner, am, hc, excluded, label)
+        if it < max_iter_inc:
+            num_gauss += step
+        senones = {u: a.senones if hasattr(a, "senones") else a for u, a in alignments.items()}
+        with realign_lib.single_threaded_blas():  # many small per-senone products
+            avg = gmm_lib.em_update(am, feats, senones, mixup=num_gauss)
+        logging.info(
+            "align: %s pass %d: %.3f log-likelihood/frame, %d utterances, %d Gaussians",
+            label,
+            it,
+            avg,
+            len(senones),
+            am.num_gauss,
+        )
+    return _realign(aligner, am, hc, excluded, label)
 
 
 def _tree_contexts(alignment: align_lib.Alignment) -> np.ndarray:
-  """[frames, 4] (left, centre, right, state) from a monophone alignment's segments."""
-  centres = [w[0] for _, _, w in alignment.segments]
-  contexts = np.zeros((len(alignment.senones), 4), np.int64)
-  for k, (first, end, _) in enumerate(alignment.segments):
-    contexts[first:end, 0] = centres[k - 1] if k > 0 else 0
-    contexts[first:end, 1] = centres[k]
-    contexts[first:end, 2] = centres[k + 1] if k + 1 < len(centres) else 0
-  contexts[:, 3] = alignment.states
-  return contexts
+    """[frames, 4] (left, centre, right, state) from a monophone alignment's segments."""
+    centres = [w[0] for _, _, w in alignment.segments]
+    contexts = np.zeros((len(alignment.senones), 4), np.int64)
+    for k, (first, end, _) in enumerate(alignment.segments):
+        contexts[first:end, 0] = centres[k - 1] if k > 0 else 0
+        contexts[first:end, 1] = centres[k]
+        contexts[first:end, 2] = centres[k + 1] if k + 1 < len(centres) else 0
+    contexts[:, 3] = alignment.states
+    return contexts
 
 
 def align(config, workdir: pathlib.Path) -> dict:
-  """The `align` stage (see the module docstring)."""
-  workdir = pathlib.Path(workdir)
-  hc = config.hmm
-  started = time.time()
-  records = [r for r in _read_manifest(workdir / "corpus" / "train_labelled.jsonl")
-             if r.get("text")]
-  lm_words = set()
-  for split in hc.lm_splits:
-    path = workdir / "corpus" / f"{split}.jsonl"
-    if path.exists() and split != "train_unlabelled":
-      lm_words.update(w for r in _read_manifest(path) for w in r.get("text", "").split())
-  words = lm_words | {w for r in records for w in r["text"].split()}
-  lexicon = lexicon_lib.build_lexicon(words, lexicon_lib.espeak_g2p() if hc.g2p else None,
-                                      max_prons=hc.max_prons)
-  lexicon_lib.write_lang(workdir / "lang", lexicon)
+    """The `align` stage (see the module docstring)."""
+    workdir = pathlib.Path(workdir)
+    hc = config.hmm
+    started = time.time()
+    records = [r for r in _read_manifest(workdir / "corpus" / "train_labelled.jsonl") if r.get("text")]
+    lm_words = set()
+    for split in hc.lm_splits:
+        path = workdir / "corpus" / f"{split}.jsonl"
+        if path.exists() and split != "train_unlabelled":
+            lm_words.update(w for r in _read_manifest(path) for w in r.get("text", "").split())
+    words = lm_words | {w for r in records for w in r["text"].split()}
+    lexicon = lexicon_lib.build_lexicon(words, lexicon_lib.espeak_g2p() if hc.g2p else None, max_prons=hc.max_prons)
+    lexicon_lib.write_lang(workdir / "lang", lexicon)
 
-  excluded: dict[str, str] = {}
-  transcripts = {}
-  for r in records:
-    missing = [w for w in r["text"].split() if w not in lexicon.prons]
-    if missing:
-      excluded[r["id"]] = "no pronunciation: " + " ".join(missing)
-    else:
-      transcripts[r["id"]] = [lexicon.word_ids[w] for w in r["text"].split()]
-  records = [r for r in records if r["id"] in transcripts]
-  feats = load_features(records)
-  for utt, f in feats.items():
-    min_frames = 3 * len(transcripts[utt])  # at least one 3-state phone per word
-    if len(f) < min_frames:
-      excluded[utt] = f"too short: {len(f)} frames"
-  feats = {u: f for u, f in feats.items() if u not in excluded}
-  logging.info("align: %d utterances, %d frames; features in %.1f s", len(feats),
-               sum(len(f) for f in feats.values()), time.time() - started)
+    excluded: dict[str, str] = {}
+    transcripts = {}
+    for r in records:
+        missing = [w for w in r["text"].split() if w not in lexicon.prons]
+        if missing:
+            excluded[r["id"]] = "no pronunciation: " + " ".join(missing)
+        else:
+            transcripts[r["id"]] = [lexicon.word_ids[w] for w in r["text"].split()]
+    records = [r for r in records if r["id"] in transcripts]
+    feats = load_features(records)
+    for utt, f in feats.items():
+        min_frames = 3 * len(transcripts[utt])  # at least one 3-state phone per word
+        if len(f) < min_frames:
+            excluded[utt] = f"too short: {len(f)} frames"
+    feats = {u: f for u, f in feats.items() if u not in excluded}
+    logging.info(
+        "align: %d utterances, %d frames; features in %.1f s",
+        len(feats),
+        sum(len(f) for f in feats.values()),
+        time.time() - started,
+    )
 
-  workers = max(1, int(config.get("workers", 1) or 1))
-  mono = context_lib.Monophone(lexicon.phone_ids)
-  with realign_lib.Realigner(feats, {u: transcripts[u] for u in feats}, lexicon,
-                             hc.silence_prob, _costs(hc), workers) as aligner:
-    aligner.build_graphs(mono)
-    # Flat start: frames spread evenly along one path of each utterance's graph.
-    flat = {}
-    for utt, senones in aligner.flat_start(seed=3).items():
-      if senones is None:
-        excluded[utt] = "too short for its phone sequence"
-      else:
-        flat[utt] = senones
-    aligner.drop([u for u in aligner.utts if u not in flat])
-    am = gmm_lib.init_flat(mono.num_pdfs, [feats[u] for u in flat])
-    mono_alignments = _train(aligner, feats, am, flat, hc.mono_iters, hc.mono_realign_every,
-                             hc.mono_gaussians, hc, excluded, "monophone")
-    mono_seconds = time.time() - started
+    workers = max(1, int(config.get("workers", 1) or 1))
+    mono = context_lib.Monophone(lexicon.phone_ids)
+    with realign_lib.Realigner(
+        feats, {u: transcripts[u] for u in feats}, lexicon, hc.silence_prob, _costs(hc), workers
+    ) as aligner:
+        aligner.build_graphs(mono)
+        # Flat start: frames spread evenly along one path of each utterance's graph.
+        flat = {}
+        for utt, senones in aligner.flat_start(seed=3).items():
+            if senones is None:
+                excluded[utt] = "too short for its phone sequence"
+            else:
+                flat[utt] = senones
+        aligner.drop([u for u in aligner.utts if u not in flat])
+        am = gmm_lib.init_flat(mono.num_pdfs, [feats[u] for u in flat])
+        mono_alignments = _train(
+            aligner, feats, am, flat, hc.mono_iters, hc.mono_realign_every, hc.mono_gaussians, hc, excluded, "monophone"
+        )
+        mono_seconds = time.time() - started
 
-    # Senone tree from the monophone alignments.
-    phone_names = {lexicon.phone_ids[p]: p for p in phone_set.PHONES}
-    stats = tree_lib.accumulate_stats(
-        [(_tree_contexts(a), feats[u]) for u, a in mono_alignments.items()])
-    tree, means, variances = tree_lib.build_tree(
-        stats, phone_names, phone_set.tree_questions(), hc.num_senones, hc.tree_min_count,
-        hc.tree_min_gain)
-    logging.info("align: senone tree with %d leaves from %d triphone states", tree.num_pdfs,
-                 len(stats.counts))
-    aligner.build_graphs(tree)
-    tri_am = gmm_lib.init_from_gaussians(means, variances)
-    tri_alignments = _realign(aligner, tri_am, hc, excluded, "triphone init")
-    tri_alignments = _train(aligner, feats, tri_am, tri_alignments, hc.tri_iters,
-                            hc.tri_realign_every, hc.tri_gaussians, hc, excluded, "triphone")
+        # Senone tree from the monophone alignments.
+        phone_names = {lexicon.phone_ids[p]: p for p in phone_set.PHONES}
+        stats = tree_lib.accumulate_stats([(_tree_contexts(a), feats[u]) for u, a in mono_alignments.items()])
+        tree, means, variances = tree_lib.build_tree(
+            stats, phone_names, phone_set.tree_questions(), hc.num_senones, hc.tree_min_count, hc.tree_min_gain
+        )
+        logging.info("align: senone tree with %d leaves from %d triphone states", tree.num_pdfs, len(stats.counts))
+        aligner.build_graphs(tree)
+        tri_am = gmm_lib.init_from_gaussians(means, variances)
+        tri_alignments = _realign(aligner, tri_am, hc, excluded, "triphone init")
+        tri_alignments = _train(
+            aligner,
+            feats,
+            tri_am,
+            tri_alignments,
+            hc.tri_iters,
+            hc.tri_realign_every,
+            hc.tri_gaussians,
+            hc,
+            excluded,
+            "triphone",
+        )
 
-  # Outputs.
-  out = workdir / "align"
-  counts = np.zeros(tree.num_pdfs, np.float64)
-  for a in tri_alignments.values():
-    counts += np.bincount(a.senones, minlength=tree.num_pdfs)
-  priors = (counts + 1.0) / (counts.sum() + tree.num_pdfs)  # add-one: no senone has prior 0
-  hmm_io.write_npz(out / "senones.npz", {u: a.senones for u, a in tri_alignments.items()})
-  hmm_io.write_npz(out / "phones.npz", {u: a.phones for u, a in tri_alignments.items()})
-  hmm_io.write_npy(out / "priors.npy", priors)
-  hmm_io.write_npy(out / "senone_counts.npy", counts)
-  hmm_io.write_text(out / "tree.json", tree.to_json())
-  hmm_io.write_bytes(out / "tri_gmm.pkl", gmm_lib.to_bytes(tri_am))
-  hmm_io.write_bytes(out / "tri_gmm.kaldi", gmm_lib.kaldi_binary(tri_am))
-  hmm_io.write_json(out / "index.json", {u: len(a.senones) for u, a in tri_alignments.items()})
-  hmm_io.write_json(out / "excluded.json", excluded)
-  for utt, reason in sorted(excluded.items()):
-    logging.warning("align: excluded %s: %s", utt, reason)
+    # Outputs.
+    out = workdir / "align"
+    counts = np.zeros(tree.num_pdfs, np.float64)
+    for a in tri_alignments.values():
+        counts += np.bincount(a.senones, minlength=tree.num_pdfs)
+    priors = (counts + 1.0) / (counts.sum() + tree.num_pdfs)  # add-one: no senone has prior 0
+    hmm_io.write_npz(out / "senones.npz", {u: a.senones for u, a in tri_alignments.items()})
+    hmm_io.write_npz(out / "phones.npz", {u: a.phones for u, a in tri_alignments.items()})
+    hmm_io.write_npy(out / "priors.npy", priors)
+    hmm_io.write_npy(out / "senone_counts.npy", counts)
+    hmm_io.write_text(out / "tree.json", tree.to_json())
+    hmm_io.write_bytes(out / "tri_gmm.pkl", gmm_lib.to_bytes(tri_am))
+    hmm_io.write_bytes(out / "tri_gmm.kaldi", gmm_lib.kaldi_binary(tri_am))
+    hmm_io.write_json(out / "index.json", {u: len(a.senones) for u, a in tri_alignments.items()})
+    hmm_io.write_json(out / "excluded.json", excluded)
+    for utt, reason in sorted(excluded.items()):
+        logging.warning("align: excluded %s: %s", utt, reason)
 
-  accuracy = boundary_accuracy(records, tri_alignments, phone_names, hc.boundary_tolerance_s)
-  summary = {
-      "num_senones": tree.num_pdfs,
-      "num_gaussians": tri_am.num_gauss,
-      "aligned_utterances": len(tri_alignments),
-      "aligned_frames": int(counts.sum()),
-      "excluded_utterances": len(excluded),
-      "lexicon_words": len(lexicon.prons),
-      "oov_g2p_words": len(lexicon.oov_g2p),
-      "no_pronunciation_words": len(lexicon.no_pron),
-      "boundary_accuracy": accuracy["accuracy"],
-      "boundaries_compared": accuracy["compared"],
-      "monophone_seconds": round(mono_seconds, 1),
-      "seconds": round(time.time() - started, 1),
-  }
-  hmm_io.write_json(out / "summary.json", summary)
-  logging.info("align: %s", json.dumps(summary))
-  return summary
+    accuracy = boundary_accuracy(records, tri_alignments, phone_names, hc.boundary_tolerance_s)
+    summary = {
+        "num_senones": tree.num_pdfs,
+        "num_gaussians": tri_am.num_gauss,
+        "aligned_utterances": len(tri_alignments),
+        "aligned_frames": int(counts.sum()),
+        "excluded_utterances": len(excluded),
+        "lexicon_words": len(lexicon.prons),
+        "oov_g2p_words": len(lexicon.oov_g2p),
+        "no_pronunciation_words": len(lexicon.no_pron),
+        "boundary_accuracy": accuracy["accuracy"],
+        "boundaries_compared": accuracy["compared"],
+        "monophone_seconds": round(mono_seconds, 1),
+        "seconds": round(time.time() - started, 1),
+    }
+    hmm_io.write_json(out / "summary.json", summary)
+    logging.info("align: %s", json.dumps(summary))
+    return summary
 
 
 def boundary_accuracy(records, alignments, phone_names, tolerance_s) -> dict:
-  """Share of phone boundaries within `tolerance_s` of the TTS timings (see boundaries;
-  stops start at their closure, found in the clean audio)."""
-  within = compared = 0
-  for r in records:
-    a = alignments.get(r["id"])
-    if a is None or not r.get("tts_phonemes"):
-      continue
-    segments = [(first, end, phone_names[w[len(w) // 2]]) for first, end, w in a.segments]
-    reference = boundaries.reference_phones(r["tts_phonemes"], _read_audio(r["audio"]))
-    w, c = boundaries.boundary_counts(reference,
-                                      boundaries.aligned_phones(segments), tolerance_s)
-    within += w
-    compared += c
-  return {"accuracy": within / compared if compared else None, "compared": compared}
+    """Share of phone boundaries within `tolerance_s` of the TTS timings (see boundaries;
+    stops start at their closure, found in the clean audio)."""
+    within = compared = 0
+    for r in records:
+        a = alignments.get(r["id"])
+        if a is None or not r.get("tts_phonemes"):
+            continue
+        segments = [(first, end, phone_names[w[len(w) // 2]]) for first, end, w in a.segments]
+        reference = boundaries.reference_phones(r["tts_phonemes"], _read_audio(r["audio"]))
+        w, c = boundaries.boundary_counts(reference, boundaries.aligned_phones(segments), tolerance_s)
+        within += w
+        compared += c
+    return {"accuracy": within / compared if compared else None, "compared": compared}
 
 
 def graph(config, workdir: pathlib.Path) -> dict:
-  """The `graph` stage (see the module docstring)."""
-  workdir = pathlib.Path(workdir)
-  hc = config.hmm
-  started = time.time()
-  lexicon = lexicon_lib.read_lang(workdir / "lang")
-  tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
-  # <unk> is pronounced SPN. If no aligned frame trained SPN its senones kept the flat
-  # start's global Gaussian, which explains any mismatched audio better than speech
-  # does: every noisy utterance would decode as a lone <unk>. So <unk> enters G only
-  # when SPN was trained.
-  spn = lexicon.phone_ids[phone_set.SPOKEN_NOISE]
-  with np.load(workdir / "align" / "phones.npz") as aligned:
-    spn_frames = int(sum(np.count_nonzero(aligned[u] == spn) for u in aligned.files))
-  sentences, unk, dropped = [], 0, 0
-  for split in hc.lm_splits:
-    if split == "train_unlabelled":
-      continue  # its transcripts stand in for audio nobody transcribed
-    for r in _read_manifest(workdir / "corpus" / f"{split}.jsonl"):
-      words = [w if w in lexicon.prons else lexicon_lib.UNK for w in r.get("text", "").split()]
-      if lexicon_lib.UNK in words and not spn_frames:
-        dropped += 1
-        continue
-      unk += words.count(lexicon_lib.UNK)
-      if words:
-        sentences.append(words)
-  if dropped:
-    logging.warning("graph: %d LM sentences with <unk> left out: SPN has no training frames",
-                    dropped)
-  out = workdir / "graph"
-  arpa = graph_lib.train_lm_arpa(sentences, hc.lm_order)
-  hmm_io.write_text(out / "lm.arpa", arpa)
-  words_txt = (workdir / "lang" / "words.txt").read_text()
-  hmm_io.write_text(out / "words.txt", words_txt)
-  grammar = graph_lib.grammar_fst(out / "lm.arpa", out / "words.txt")
-  hclg = graph_lib.build_hclg(lexicon, grammar, tree, _costs(hc), hc.silence_prob)
-  graph_lib.write_fst(out / "HCLG.fst", hclg)
-  summary = {"lm_sentences": len(sentences), "lm_unk_tokens": unk,
-             "lm_sentences_dropped_for_unk": dropped, "lm_order": hc.lm_order,
-             "hclg_states": int(hclg.num_states),
-             "hclg_arcs": graph_lib.fst_size(hclg)["arcs"],
-             "graph_seconds": round(time.time() - started, 1)}
-  hmm_io.write_json(out / "summary.json", summary)
-  logging.info("graph: %s", json.dumps(summary))
-  return summary
+    """The `graph` stage (see the module docstring)."""
+    workdir = pathlib.Path(workdir)
+    hc = config.hmm
+    started = time.time()
+    lexicon = lexicon_lib.read_lang(workdir / "lang")
+    tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
+    # <unk> is pronounced SPN. If no aligned frame trained SPN its senones kept the flat
+    # start's global Gaussian, which explains any mismatched audio better than speech
+    # does: every noisy utterance would decode as a lone <unk>. So <unk> enters G only
+    # when SPN was trained.
+    spn = lexicon.phone_ids[phone_set.SPOKEN_NOISE]
+    with np.load(workdir / "align" / "phones.npz") as aligned:
+        spn_frames = int(sum(np.count_nonzero(aligned[u] == spn) for u in aligned.files))
+    sentences, unk, dropped = [], 0, 0
+    for split in hc.lm_splits:
+        if split == "train_unlabelled":
+            continue  # its transcripts stand in for audio nobody transcribed
+        for r in _read_manifest(workdir / "corpus" / f"{split}.jsonl"):
+            words = [w if w in lexicon.prons else lexicon_lib.UNK for w in r.get("text", "").split()]
+            if lexicon_lib.UNK in words and not spn_frames:
+                dropped += 1
+                continue
+            unk += words.count(lexicon_lib.UNK)
+            if words:
+                sentences.append(words)
+    if dropped:
+        logging.warning("graph: %d LM sentences with <unk> left out: SPN has no training frames", dropped)
+    out = workdir / "graph"
+    arpa = graph_lib.train_lm_arpa(sentences, hc.lm_order)
+    hmm_io.write_text(out / "lm.arpa", arpa)
+    words_txt = (workdir / "lang" / "words.txt").read_text()
+    hmm_io.write_text(out / "words.txt", words_txt)
+    grammar = graph_lib.grammar_fst(out / "lm.arpa", out / "words.txt")
+    hclg = graph_lib.build_hclg(lexicon, grammar, tree, _costs(hc), hc.silence_prob)
+    graph_lib.write_fst(out / "HCLG.fst", hclg)
+    summary = {
+        "lm_sentences": len(sentences),
+        "lm_unk_tokens": unk,
+        "lm_sentences_dropped_for_unk": dropped,
+        "lm_order": hc.lm_order,
+        "hclg_states": int(hclg.num_states),
+        "hclg_arcs": graph_lib.fst_size(hclg)["arcs"],
+        "graph_seconds": round(time.time() - started, 1),
+    }
+    hmm_io.write_json(out / "summary.json", summary)
+    logging.info("graph: %s", json.dumps(summary))
+    return summary
 
 
 def gmm_baseline(config, workdir: pathlib.Path) -> dict:
-  """Runner stage `gmm`: decodes every test condition present with the triphone GMM; WER
-  into results.json as system `gmm` and hypotheses into WORKDIR/decode/gmm/<condition>.json."""
-  if not config.hmm.gmm_baseline:
-    return {"skipped": "hmm.gmm_baseline is false"}
-  from tsasr.decode import decoder as decoder_lib  # pylint: disable=import-outside-toplevel
-  from tsasr.decode import results as results_lib  # pylint: disable=import-outside-toplevel
-  from tsasr.decode import scoring  # pylint: disable=import-outside-toplevel
-  workdir = pathlib.Path(workdir)
-  dc = config.decode
-  scorer = gmm_lib.GmmScorer(gmm_lib.from_bytes((workdir / "align" / "tri_gmm.pkl").read_bytes()))
-  workers = max(1, int(config.get("workers", 1) or 1))
-  pool = decoder_lib.DecoderPool(workdir / "graph", dc.gmm_beam, dc.max_active, workers)
+    """Runner stage `gmm`: decodes every test condition present with the triphone GMM; WER
+    into results.json as system `gmm` and hypotheses into WORKDIR/decode/gmm/<condition>.json."""
+    if not config.hmm.gmm_baseline:
+        return {"skipped": "hmm.gmm_baseline is false"}
+    from tsasr.decode import decoder as decoder_lib  # pylint: disable=import-outside-toplevel
+    from tsasr.decode import results as results_lib  # pylint: disable=import-outside-toplevel
+    from tsasr.decode import scoring  # pylint: disable=import-outside-toplevel
 
-  seconds = {"features": 0.0, "scoring": 0.0, "decoding": 0.0}
+    workdir = pathlib.Path(workdir)
+    dc = config.decode
+    scorer = gmm_lib.GmmScorer(gmm_lib.from_bytes((workdir / "align" / "tri_gmm.pkl").read_bytes()))
+    workers = max(1, int(config.get("workers", 1) or 1))
+    pool = decoder_lib.DecoderPool(workdir / "graph", dc.gmm_beam, dc.max_active, workers)
 
-  def score(records):
-    started = time.time()
-    feats = load_features(records)
-    seconds["features"] += time.time() - started
-    started = time.time()
-    with realign_lib.single_threaded_blas():  # faster, and leaves the decoders a core
-      loglikes = {u: scorer(f) for u, f in feats.items() if len(f)}
-    seconds["scoring"] += time.time() - started
-    return loglikes
+    seconds = {"features": 0.0, "scoring": 0.0, "decoding": 0.0}
 
-  def run(records, loglikes, scale):
-    started = time.time()
-    hyps, partial = pool.decode(loglikes, scale)
-    seconds["decoding"] += time.time() - started
-    refs = {r["id"]: r["text"].split() for r in records}
-    return hyps, partial, scoring.wer(refs, hyps)
+    def score(records):
+        started = time.time()
+        feats = load_features(records)
+        seconds["features"] += time.time() - started
+        started = time.time()
+        with realign_lib.single_threaded_blas():  # faster, and leaves the decoders a core
+            loglikes = {u: scorer(f) for u, f in feats.items() if len(f)}
+        seconds["scoring"] += time.time() - started
+        return loglikes
 
-  scale = dc.acoustic_scale
-  dev = workdir / "corpus" / "dev.jsonl"
-  tuning = {}
-  with pool:
-    if len(dc.gmm_acoustic_scales) > 1 and dev.exists():
-      dev_records = [r for r in _read_manifest(dev) if r.get("text")]
-      dev_loglikes = score(dev_records)
-      for candidate in dc.gmm_acoustic_scales:
-        tuning[str(candidate)] = run(dev_records, dev_loglikes, candidate)[2]["wer"]
-      scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
-    wers, details = _decode_conditions(workdir, dc, scale, score, run)
-  logging.info("gmm baseline: %d decoding workers; seconds %s", workers,
-               json.dumps({k: round(v, 1) for k, v in seconds.items()}))
-  if wers:
-    results_lib.update_results(workdir, "gmm", wers, {
-        "acoustic_scale": scale, "dev_wer_by_acoustic_scale": tuning, "details": details})
-  return wers
+    def run(records, loglikes, scale):
+        started = time.time()
+        hyps, partial = pool.decode(loglikes, scale)
+        seconds["decoding"] += time.time() - started
+        refs = {r["id"]: r["text"].split() for r in records}
+        return hyps, partial, scoring.wer(refs, hyps)
+
+    scale = dc.acoustic_scale
+    dev = workdir / "corpus" / "dev.jsonl"
+    tuning = {}
+    with pool:
+        if len(dc.gmm_acoustic_scales) > 1 and dev.exists():
+            dev_records = [r for r in _read_manifest(dev) if r.get("text")]
+            dev_loglikes = score(dev_records)
+            for candidate in dc.gmm_acoustic_scales:
+                tuning[str(candidate)] = run(dev_records, dev_loglikes, candidate)[2]["wer"]
+            scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
+        wers, details = _decode_conditions(workdir, dc, scale, score, run)
+    logging.info(
+        "gmm baseline: %d decoding workers; seconds %s",
+        workers,
+        json.dumps({k: round(v, 1) for k, v in seconds.items()}),
+    )
+    if wers:
+        results_lib.update_results(
+            workdir, "gmm", wers, {"acoustic_scale": scale, "dev_wer_by_acoustic_scale": tuning, "details": details}
+        )
+    return wers
 
 
 def _decode_conditions(workdir, dc, scale, score, run):
-  wers, details = {}, {}
-  for condition in dc.conditions:
-    path = workdir.joinpath(*CONDITION_MANIFESTS[condition])
-    if not path.exists():
-      logging.info("gmm baseline: no %s manifest at %s; not scored", condition, path)
-      continue
-    records = [r for r in _read_manifest(path) if r.get("text")]
-    hyps, partial, result = run(records, score(records), scale)
-    result["not_final"] = len(partial)
-    wers[condition] = result["wer"]
-    details[condition] = result
-    hmm_io.write_json(workdir / "decode" / "gmm" / f"{condition}.json", hyps)
-  return wers, details
+    wers, details = {}, {}
+    for condition in dc.conditions:
+        path = workdir.joinpath(*CONDITION_MANIFESTS[condition])
+        if not path.exists():
+            logging.info("gmm baseline: no %s manifest at %s; not scored", condition, path)
+            continue
+        records = [r for r in _read_manifest(path) if r.get("text")]
+        hyps, partial, result = run(records, score(records), scale)
+        result["not_final"] = len(partial)
+        wers[condition] = result["wer"]
+        details[condition] = result
+        hmm_io.write_json(workdir / "decode" / "gmm" / f"{condition}.json", hyps)
+    return wers, details

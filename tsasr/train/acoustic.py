@@ -85,6 +85,7 @@ def _forward_fn(model):
     def forward(params, features, paddings):
         logits, _ = model.apply({"params": params}, features, paddings, train=False)
         return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
     return jax.jit(forward)
 
 
@@ -109,8 +110,9 @@ def log_posteriors(model, params, features: dict[str, np.ndarray], bucket: int =
     return out
 
 
-def decode_conditions(workdir: pathlib.Path, system: str, model, params, norm: dict, config,
-                      reference: str | None = None) -> dict:
+def decode_conditions(
+    workdir: pathlib.Path, system: str, model, params, norm: dict, config, reference: str | None = None
+) -> dict:
     """Decodes every test condition with the model and scores it into results.json.
 
     Writes hypotheses to WORKDIR/decode/<system>/<condition>.json. With `reference` (a
@@ -133,8 +135,9 @@ def decode_conditions(workdir: pathlib.Path, system: str, model, params, norm: d
         feats = normalise(compute_features(records, f"{system}: {condition} features"), norm)
         posts = log_posteriors(model, params, feats)
         loglikes = {u: decoder_lib.pseudo_log_likelihoods(p, priors, dc.prior_floor) for u, p in posts.items()}
-        hyps, partial = decoder_lib.decode(loglikes, graph, dc.acoustic_scale, dc.beam, dc.max_active,
-                                           workers=config.workers)
+        hyps, partial = decoder_lib.decode(
+            loglikes, graph, dc.acoustic_scale, dc.beam, dc.max_active, workers=config.workers
+        )
         refs = {r["id"]: r["text"].split() for r in records}
         result = scoring.wer(refs, hyps)
         result["not_final"] = len(partial)
@@ -143,8 +146,9 @@ def decode_conditions(workdir: pathlib.Path, system: str, model, params, norm: d
             wd.write_json(workdir / "decode" / system / f"{condition}.json", hyps)
         ref_path = workdir / "decode" / (reference or "") / f"{condition}.json"
         if reference and ref_path.exists():
-            compared = scoring.compare(refs, json.loads(ref_path.read_text()), hyps,
-                                       replications=dc.bootstrap_replications)
+            compared = scoring.compare(
+                refs, json.loads(ref_path.read_text()), hyps, replications=dc.bootstrap_replications
+            )
             ci[condition] = [compared["b"]["ci95min"], compared["b"]["ci95max"]]
             p_better[condition] = compared["p_b_better"]
         log.info("%s %s: WER %.2f %% (%d utterances)", system, condition, result["wer"], len(records))
@@ -172,11 +176,16 @@ def load_system(workdir: pathlib.Path, name: str):
     model = build_model(fields)
     norm = json.loads((directory / "norm.json").read_text())
     dim = len(norm["mean"])
-    abstract = jax.eval_shape(lambda: model.init(
-        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-        jnp.zeros((1, 12, dim)), jnp.zeros((1, 12)))["params"])
+    abstract = jax.eval_shape(
+        lambda: model.init(
+            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+            jnp.zeros((1, 12, dim)),
+            jnp.zeros((1, 12)),
+        )["params"]
+    )
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
-        abstract)
+        abstract,
+    )
     params = checkpoint.load_params(str(directory / "checkpoints"), abstract)
     return model, params, norm

@@ -8,50 +8,55 @@ import ml_collections
 
 
 def optimizer_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.name = 'adam'  # 'adam' or 'adamw' (decoupled weight decay).
-  config.learning_rate = 1e-3  # Peak learning rate, reached after warmup.
-  config.warmup_steps = 0  # Linear warmup from 0 to the peak.
-  config.decay = 'cosine'  # 'cosine', 'exponential' or 'constant' after warmup.
-  config.final_fraction = 0.0  # Cosine: learning rate at the last step / peak.
-  config.decay_rate = 0.5  # Exponential: factor per `decay_steps`.
-  config.decay_steps = 1000  # Exponential: steps per factor of `decay_rate`.
-  config.weight_decay = 0.0  # AdamW only.
-  config.clip_norm = 5.0  # Global gradient-norm clipping; 0 disables.
-  config.b1 = 0.9
-  config.b2 = 0.999
-  config.eps = 1e-8
-  return config
+    config = ml_collections.ConfigDict()
+    config.name = "adam"  # 'adam' or 'adamw' (decoupled weight decay).
+    config.learning_rate = 1e-3  # Peak learning rate, reached after warmup.
+    config.warmup_steps = 0  # Linear warmup from 0 to the peak.
+    config.decay = "cosine"  # 'cosine', 'exponential' or 'constant' after warmup.
+    config.final_fraction = 0.0  # Cosine: learning rate at the last step / peak.
+    config.decay_rate = 0.5  # Exponential: factor per `decay_steps`.
+    config.decay_steps = 1000  # Exponential: steps per factor of `decay_rate`.
+    config.weight_decay = 0.0  # AdamW only.
+    config.clip_norm = 5.0  # Global gradient-norm clipping; 0 disables.
+    config.b1 = 0.9
+    config.b2 = 0.999
+    config.eps = 1e-8
+    return config
 
 
 def train_config() -> ml_collections.ConfigDict:
-  """Training options; locked, so a misspelt field fails with its name."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0  # Parameter init and per-step dropout keys derive from it.
-  config.num_steps = 1000  # Total updates (the schedule spans them).
-  config.feature_dim = 64  # Input features per frame (LFBE bins).
-  config.compute_dtype = 'float32'  # 'bfloat16' for mixed precision on GPU/TPU.
-  config.soft_top_k = 0  # Soft-target CE: keep the teacher's top k' ids; 0 = all.
-  config.soft_temperature = 1.0  # Soft-target CE: teacher temperature T.
-  config.checkpoint_every = 100  # Steps between checkpoints; 0 = only at the end.
-  config.max_checkpoints = 3  # Checkpoints kept in the workdir.
-  config.init_checkpoint = ''  # Checkpoint dir whose params start a fresh run.
-  config.log_every = 10  # Steps between metrics lines.
-  config.progress_bar = True  # tqdm bar with frames/s on process 0.
-  config.prefetch = 2  # Batches prepared ahead on a background thread.
-  config.optimizer = optimizer_config()
-  config.lock()
-  return config
-
-
+    """Training options; locked, so a misspelt field fails with its name."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Parameter init and per-step dropout keys derive from it.
+    config.num_steps = 1000  # Total updates (the schedule spans them).
+    config.feature_dim = 64  # Input features per frame (LFBE bins).
+    config.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU.
+    config.soft_top_k = 0  # Soft-target CE: keep the teacher's top k' ids; 0 = all.
+    config.soft_temperature = 1.0  # Soft-target CE: teacher temperature T.
+    config.checkpoint_every = 100  # Steps between checkpoints; 0 = only at the end.
+    config.max_checkpoints = 3  # Checkpoints kept in the workdir.
+    config.init_checkpoint = ""  # Checkpoint dir whose params start a fresh run.
+    config.log_every = 10  # Steps between metrics lines.
+    config.progress_bar = True  # tqdm bar with frames/s on process 0.
+    config.prefetch = 2  # Batches prepared ahead on a background thread.
+    config.optimizer = optimizer_config()
+    config.lock()
+    return config
 
 
 def ce_config() -> ml_collections.ConfigDict:
     """Frame-level training of an acoustic model; sized for the built-in corpus on 2 cores."""
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict({  # tsasr.models: name and sizes (num_senones comes from the tree)
-        "name": "tdnn", "hidden": 256, "num_layers": 4, "input_context": (3, 3), "dilations": (0, 1, 2, 0),
-        "subsampling": 1})
+    c.model = ml_collections.ConfigDict(
+        {  # tsasr.models: name and sizes (num_senones comes from the tree)
+            "name": "tdnn",
+            "hidden": 256,
+            "num_layers": 4,
+            "input_context": (3, 3),
+            "dilations": (0, 1, 2, 0),
+            "subsampling": 1,
+        }
+    )
     c.batch_size = 16  # utterances per global batch
     c.bucket_boundaries = (256, 512)  # padded lengths in frames (each is one compilation)
     c.heldout_percent = 5  # share of training utterances held out for frame accuracy

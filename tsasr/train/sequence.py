@@ -50,8 +50,9 @@ def denominator(workdir: pathlib.Path, train_ids: list[str], phones, cfg) -> fsa
     for u in train_ids:
         p = phones[u]
         sequences.append(p[np.asarray(phone_starts(p))].tolist())
-    return den_graph.denominator_graph(sequences, tree, order=cfg.den_order,
-                                       num_extra_histories=cfg.den_extra_histories)
+    return den_graph.denominator_graph(
+        sequences, tree, order=cfg.den_order, num_extra_histories=cfg.den_extra_histories
+    )
 
 
 def with_numerators(batches, table: dict[str, tuple], process_index: int = 0):
@@ -63,8 +64,9 @@ def with_numerators(batches, table: dict[str, tuple], process_index: int = 0):
         length = batch["features"].shape[1]
         rows = batch["features"].shape[0]
         ids = list(batch["ids"][process_index * rows : (process_index + 1) * rows])
-        stacked, allowed = fsa_lib.stack_numerators([table.get(u, filler) for u in ids], length,
-                                                    num_states=length + 1, num_arcs=2 * length + 2)
+        stacked, allowed = fsa_lib.stack_numerators(
+            [table.get(u, filler) for u in ids], length, num_states=length + 1, num_arcs=2 * length + 2
+        )
         for name in NUM_FIELDS:
             batch[f"num_{name}"] = np.asarray(getattr(stacked, name))
         batch["num_allowed"] = allowed
@@ -78,15 +80,24 @@ def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg):
     log_priors = jnp.asarray(log_priors, jnp.float32)
 
     def loss_fn(params, batch, rng, train=True):
-        logits, paddings = model.apply({"params": params}, batch["features"], batch["feature_paddings"],
-                                       train=train, rngs={"dropout": rng})
+        logits, paddings = model.apply(
+            {"params": params}, batch["features"], batch["feature_paddings"], train=train, rngs={"dropout": rng}
+        )
         logits = logits.astype(jnp.float32)
         outputs = cfg.acoustic_scale * (jax.nn.log_softmax(logits, axis=-1) - log_priors)
         numerator = fsa_lib.Fsa(*(batch[f"num_{f}"] for f in NUM_FIELDS))
         loss, m = lfmmi.lfmmi_loss(
-            outputs, paddings, numerator, den, numerator_allowed=batch["num_allowed"], den_leak_log_probs=leak,
-            leaky_hmm_coefficient=cfg.leaky_hmm_coefficient, l2_regularize=cfg.l2_regularize,
-            xent_logits=logits, xent_regularize=cfg.xent_regularize)
+            outputs,
+            paddings,
+            numerator,
+            den,
+            numerator_allowed=batch["num_allowed"],
+            den_leak_log_probs=leak,
+            leaky_hmm_coefficient=cfg.leaky_hmm_coefficient,
+            l2_regularize=cfg.l2_regularize,
+            xent_logits=logits,
+            xent_regularize=cfg.xent_regularize,
+        )
         mask = 1.0 - paddings
         correct = (jnp.argmax(logits, -1) == batch["senones"]).astype(jnp.float32)
         accuracy = jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -117,13 +128,29 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     train_cfg.seed = int(config.seed)
     train_cfg.feature_dim = len(norm["mean"])
     train_cfg.init_checkpoint = str(workdir / init / "checkpoints")
-    batcher = batching.Batcher(examples, batching.BatchingConfig(
-        batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed)),
-        jax.process_index(), jax.process_count())
-    state = loop.train(train_cfg, model, lambda start: with_numerators(batcher(start), table, jax.process_index()),
-                       str(out), loss_fn=make_loss_fn(model, den, log_priors, cfg))
-    summary = {"utterances": len(examples), "init": init, "den_states": den.num_states, "den_arcs": den.num_arcs,
-               "steps": int(train_cfg.num_steps), "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2)}
+    batcher = batching.Batcher(
+        examples,
+        batching.BatchingConfig(
+            batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed)
+        ),
+        jax.process_index(),
+        jax.process_count(),
+    )
+    state = loop.train(
+        train_cfg,
+        model,
+        lambda start: with_numerators(batcher(start), table, jax.process_index()),
+        str(out),
+        loss_fn=make_loss_fn(model, den, log_priors, cfg),
+    )
+    summary = {
+        "utterances": len(examples),
+        "init": init,
+        "den_states": den.num_states,
+        "den_arcs": den.num_arcs,
+        "steps": int(train_cfg.num_steps),
+        "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2),
+    }
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if rows:
         summary["loss_first_last"] = [round(rows[0]["loss"], 4), round(rows[-1]["loss"], 4)]

@@ -14,11 +14,10 @@ import optax
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 scalar: number of updates applied so far.
-  params: Any  # Model parameters, float32.
-  opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: number of updates applied so far.
+    params: Any  # Model parameters, float32.
+    opt_state: optax.OptState
 
 
 def create(params, tx: optax.GradientTransformation) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))

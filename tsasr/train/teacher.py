@@ -30,9 +30,20 @@ def heldout(utt_id: str, percent: int) -> bool:
     return zlib.crc32(utt_id.encode()) % 100 < percent
 
 
-def fit(config, cfg, workdir: pathlib.Path, name: str, examples: list[dict], heldout_examples: list[dict],
-        num_senones: int, norm: dict, *, soft_top_k: int = 0, temperature: float = 1.0,
-        reference: str | None = None) -> dict:
+def fit(
+    config,
+    cfg,
+    workdir: pathlib.Path,
+    name: str,
+    examples: list[dict],
+    heldout_examples: list[dict],
+    num_senones: int,
+    norm: dict,
+    *,
+    soft_top_k: int = 0,
+    temperature: float = 1.0,
+    reference: str | None = None,
+) -> dict:
     """Trains `cfg.model` on examples (senones or soft targets), evaluates the held-out ones,
     decodes every test condition; returns a summary. Writes WORKDIR/<name>/."""
     out = pathlib.Path(workdir) / name
@@ -44,15 +55,27 @@ def fit(config, cfg, workdir: pathlib.Path, name: str, examples: list[dict], hel
     train_cfg.seed = int(config.seed)
     train_cfg.feature_dim = int(examples[0]["features"].shape[1])
     train_cfg.soft_top_k, train_cfg.soft_temperature = int(soft_top_k), float(temperature)
-    batching_cfg = dict(batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed))
-    batcher = batching.Batcher(examples, batching.BatchingConfig(**batching_cfg), jax.process_index(), jax.process_count())
+    batching_cfg = dict(
+        batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed)
+    )
+    batcher = batching.Batcher(
+        examples, batching.BatchingConfig(**batching_cfg), jax.process_index(), jax.process_count()
+    )
     state = loop.train(train_cfg, model, batcher, str(out))
-    summary = {"utterances": len(examples), "frames": int(sum(len(e["features"]) for e in examples)),
-               "num_senones": num_senones, "steps": int(train_cfg.num_steps),
-               "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2)}
+    summary = {
+        "utterances": len(examples),
+        "frames": int(sum(len(e["features"]) for e in examples)),
+        "num_senones": num_senones,
+        "steps": int(train_cfg.num_steps),
+        "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2),
+    }
     if heldout_examples:
-        evaluation = loop.evaluate(train_cfg, model, state.params, batching.Batcher(
-            heldout_examples, batching.BatchingConfig(**batching_cfg, drop_remainder=False)).epoch())
+        evaluation = loop.evaluate(
+            train_cfg,
+            model,
+            state.params,
+            batching.Batcher(heldout_examples, batching.BatchingConfig(**batching_cfg, drop_remainder=False)).epoch(),
+        )
         summary["heldout_frame_accuracy"] = round(evaluation["frame_accuracy"], 4)
         summary["heldout_loss"] = round(evaluation["loss"], 4)
     summary["wer"] = acoustic.decode_conditions(workdir, name, model, state.params, norm, config, reference=reference)
@@ -66,8 +89,12 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
     num_senones = int(json.loads((workdir / "align" / "summary.json").read_text())["num_senones"])
     aligned = [r for r in records if r.get("clean_id", r["id"]) in alignments.files]
     if len(aligned) < len(records):
-        log.info("%s: %d of %d utterances have no alignment (excluded by the align stage), skipped",
-                 name, len(records) - len(aligned), len(records))
+        log.info(
+            "%s: %d of %d utterances have no alignment (excluded by the align stage), skipped",
+            name,
+            len(records) - len(aligned),
+            len(records),
+        )
     features = acoustic.compute_features(aligned, f"{name}: features")
     train_ids = [r["id"] for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
     norm = acoustic.normalisation({u: features[u] for u in train_ids})
@@ -75,7 +102,8 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
     examples = {False: [], True: []}
     for r in aligned:
         examples[heldout(r["id"], cfg.heldout_percent)].append(
-            {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]})
+            {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]}
+        )
     return fit(config, cfg, workdir, name, examples[False], examples[True], num_senones, norm, reference=reference)
 
 
