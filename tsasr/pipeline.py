@@ -11,6 +11,7 @@ it finished (its outputs are still keyed by the same stage key).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import pathlib
 import shutil
@@ -36,99 +37,33 @@ class Stage:
     all_processes: bool = False  # multi-host: every process runs it (training); else process 0, then a barrier
 
 
-def _corpus(config, workdir):
-    from data_prep import corpus
+def _lazy(module: str, function: str) -> Callable[[ml_collections.ConfigDict, pathlib.Path], dict]:
+    """A stage function imported when the stage runs: loading the runner stays free of JAX and Kaldi."""
 
-    return corpus.run(config, workdir)
+    def run(config, workdir):
+        return getattr(importlib.import_module(module), function)(config, workdir)
 
-
-def _noise(config, workdir):
-    from data_prep import noise
-
-    return noise.run(config, workdir)
-
-
-def _noisify(config, workdir):
-    from data_prep import noisify
-
-    return noisify.run(config, workdir)
-
-
-def _align(config, workdir):
-    from tsasr.hmm import stages
-
-    return stages.align(config, workdir)
-
-
-def _graph(config, workdir):
-    from tsasr.hmm import stages
-
-    return stages.graph(config, workdir)
-
-
-def _gmm(config, workdir):
-    from tsasr.hmm import stages
-
-    return stages.gmm_baseline(config, workdir)
-
-
-def _teacher_ce(config, workdir):
-    from tsasr.train import teacher
-
-    return teacher.run(config, workdir)
-
-
-def _label(config, workdir):
-    from tsasr.distill import label
-
-    return label.run(config, workdir)
-
-
-def _student_ce(config, workdir):
-    from tsasr.distill import student
-
-    return student.run(config, workdir)
-
-
-def _teacher_seq(config, workdir):
-    from tsasr.train import sequence
-
-    return sequence.run_teacher(config, workdir)
-
-
-def _student_seq(config, workdir):
-    from tsasr.train import sequence
-
-    return sequence.run_student(config, workdir)
-
-
-def _multicondition_ce(config, workdir):
-    from tsasr.train import teacher
-
-    return teacher.run_multicondition(config, workdir)
-
-
-def _multicondition_seq(config, workdir):
-    from tsasr.train import sequence
-
-    return sequence.run_multicondition(config, workdir)
+    run.__name__ = f"{module}.{function}"
+    return run
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("corpus", _corpus, ("seed", "corpus"), outputs=("corpus",)),
-    Stage("noise", _noise, ("seed", "noise"), outputs=("noise",)),
+    Stage("corpus", _lazy("data_prep.corpus", "run"), ("seed", "corpus"), outputs=("corpus",)),
+    Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",)),
     Stage(
         "noisify",
-        _noisify,
+        _lazy("data_prep.noisify", "run"),
         ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
         deps=("corpus", "noise"),
         outputs=("noisy",),
     ),
-    Stage("align", _align, ("hmm",), deps=("corpus",), outputs=("lang", "align"), version=2),
-    Stage("graph", _graph, ("hmm",), deps=("align",), outputs=("graph",), version=2),
+    Stage(
+        "align", _lazy("tsasr.hmm.stages", "align"), ("hmm",), deps=("corpus",), outputs=("lang", "align"), version=2
+    ),
+    Stage("graph", _lazy("tsasr.hmm.stages", "graph"), ("hmm",), deps=("align",), outputs=("graph",), version=2),
     Stage(
         "gmm",
-        _gmm,
+        _lazy("tsasr.hmm.stages", "gmm_baseline"),
         ("hmm.gmm_baseline", "decode"),
         deps=("align", "graph", "noisify"),
         outputs=("decode/gmm",),
@@ -136,7 +71,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "teacher_ce",
-        _teacher_ce,
+        _lazy("tsasr.train.teacher", "run"),
         ("seed", "teacher", "decode"),
         deps=("align", "graph", "gmm", "noisify"),
         outputs=("teacher_ce", "decode/teacher_ce"),
@@ -144,7 +79,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "teacher_seq",
-        _teacher_seq,
+        _lazy("tsasr.train.sequence", "run_teacher"),
         ("seed", "sequence", "decode"),
         deps=("teacher_ce",),
         outputs=("teacher_seq", "decode/teacher_seq"),
@@ -152,7 +87,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "label",
-        _label,
+        _lazy("tsasr.distill.label", "run"),
         ("student.teacher", "student.label_top_k", "student.label_shards"),
         deps=("teacher_ce", "teacher_seq"),
         outputs=("labels",),
@@ -160,7 +95,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "student_ce",
-        _student_ce,
+        _lazy("tsasr.distill.student", "run"),
         ("seed", "student", "decode"),
         deps=("label", "noisify", "teacher_seq"),
         outputs=("student_ce", "decode/student_ce"),
@@ -168,7 +103,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "student_seq",
-        _student_seq,
+        _lazy("tsasr.train.sequence", "run_student"),
         ("seed", "sequence", "decode"),
         deps=("student_ce", "teacher_seq"),
         outputs=("student_seq", "decode/student_seq"),
@@ -176,7 +111,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "multicondition_ce",
-        _multicondition_ce,
+        _lazy("tsasr.train.teacher", "run_multicondition"),
         ("seed", "baselines", "teacher", "decode"),
         deps=("align", "graph", "noisify", "teacher_ce"),
         outputs=("multicondition_ce", "decode/multicondition_ce"),
@@ -184,7 +119,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "multicondition_seq",
-        _multicondition_seq,
+        _lazy("tsasr.train.sequence", "run_multicondition"),
         ("seed", "baselines", "sequence", "decode"),
         deps=("multicondition_ce", "teacher_seq"),
         outputs=("multicondition_seq", "decode/multicondition_seq"),

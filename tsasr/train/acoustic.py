@@ -63,6 +63,21 @@ def compute_features(records: list[dict], desc: str = "features") -> dict[str, n
     return out
 
 
+_TEST_FEATURES: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+
+def _test_features(path: pathlib.Path, records: list[dict]) -> dict[str, np.ndarray]:
+    """Unnormalised features of a test manifest, computed once per process.
+
+    Every system (and every member of a sweep) is decoded on the same test sets; the key
+    holds the manifest's mtime, so a rewritten manifest is read afresh.
+    """
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _TEST_FEATURES:
+        _TEST_FEATURES[key] = compute_features(records, f"features: {path.name}")
+    return _TEST_FEATURES[key]
+
+
 def normalisation(features: dict[str, np.ndarray]) -> dict:
     stats = lfbe_lib.MeanVarStats(next(iter(features.values())).shape[1])
     for f in features.values():
@@ -132,7 +147,7 @@ def decode_conditions(
         if condition not in dc.conditions or not (workdir / relative).exists():
             continue
         records = [r for r in read(workdir, relative) if r.get("text")]
-        feats = normalise(compute_features(records, f"{system}: {condition} features"), norm)
+        feats = normalise(_test_features(workdir / relative, records), norm)
         posts = log_posteriors(model, params, feats)
         loglikes = {u: decoder_lib.pseudo_log_likelihoods(p, priors, dc.prior_floor) for u, p in posts.items()}
         hyps, partial = decoder_lib.decode(
