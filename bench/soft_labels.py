@@ -5,6 +5,8 @@
   the sharded writes with checksums, and the bare forward only computes the logits on device.
 - bytes_per_frame_k20: soft-label bytes on disk per frame at k = 20.
 - student_frames_per_s: training frames per second of the student's jitted step on soft targets.
+- online_student_frames_per_s: the same step with the teacher inside it (student.online): the
+  teacher's forward pass and top-k on the clean features of the batch replace stored labels.
 
 The teacher and student are the default recipe's TDNN (tsasr/train/config.py) with random
 weights over random features: speed does not depend on the values.
@@ -70,26 +72,32 @@ def _label(model, params, features, k: int, directory: pathlib.Path) -> float:
     return time.perf_counter() - started
 
 
-def _student_frames_per_s(model, params, k: int, steps: int = 10) -> float:
+def _student_frames_per_s(model, params, k: int, steps: int = 10, online: bool = False) -> float:
     tx = optax.adam(1e-3)
     from tsasr.train import state as state_lib
 
-    state = state_lib.create(params, tx)
-    loss_fn = step_lib.make_loss_fn(model, 1, jnp.float32, k, 2.0)
+    state = state_lib.create(jax.tree.map(jnp.array, params), tx)
+    teacher = label_lib.teacher_top_k(model, k) if online else None
+    loss_fn = step_lib.make_loss_fn(model, 1, jnp.float32, k, 2.0, teacher=teacher)
     train_step = jax.jit(step_lib.make_train_step(loss_fn, tx, lambda step: 1e-3), donate_argnums=0)
     rng = np.random.default_rng(1)
     b, t = 16, 256
     batch = {
         "features": rng.standard_normal((b, t, 64)).astype(np.float32),
         "feature_paddings": np.zeros((b, t), np.float32),
-        "soft_ids": rng.integers(0, model.config.num_senones, (b, t, k)).astype(np.int32),
-        "soft_logits": -np.sort(rng.standard_normal((b, t, k)), axis=-1).astype(np.float32),
     }
-    state, m = train_step(state, batch, jax.random.PRNGKey(0))
+    if online:
+        batch["clean_features"] = rng.standard_normal((b, t, 64)).astype(np.float32)
+        frozen = (params,)  # the teacher: same architecture, its own (here: the initial) weights
+    else:
+        batch["soft_ids"] = rng.integers(0, model.config.num_senones, (b, t, k)).astype(np.int32)
+        batch["soft_logits"] = -np.sort(rng.standard_normal((b, t, k)), axis=-1).astype(np.float32)
+        frozen = ()
+    state, m = train_step(state, batch, jax.random.PRNGKey(0), *frozen)
     jax.block_until_ready(m)
     started = time.perf_counter()
     for i in range(steps):
-        state, m = train_step(state, batch, jax.random.PRNGKey(i))
+        state, m = train_step(state, batch, jax.random.PRNGKey(i), *frozen)
     jax.block_until_ready(m)
     return steps * b * t / (time.perf_counter() - started)
 
@@ -117,6 +125,7 @@ def main() -> None:
                 "label_overhead": round(labelled / bare - 1, 3),
                 "bytes_per_frame_k20": round(size / frames, 2),
                 "student_frames_per_s": round(_student_frames_per_s(model, params, 20), 1),
+                "online_student_frames_per_s": round(_student_frames_per_s(model, params, 20, online=True), 1),
                 "teacher_forward_frames_per_s": round(frames / bare, 1),
                 "labelling_frames_per_s_k40": round(frames / labelled, 1),
                 "frames": frames,

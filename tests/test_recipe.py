@@ -85,3 +85,36 @@ def test_baselines_are_off_unless_asked_for(recipe):
     report = pipeline.run_stages(config, workdir, until="multicondition_seq")
     for name in ("multicondition_ce", "multicondition_seq"):
         assert report[name]["summary"] == {"skipped": "baselines.multicondition is false"}
+
+
+def test_online_student_with_hard_labels(recipe, tmp_path):
+    """student.online: no labels are stored, the teacher runs in the student's step; with
+    hard_weight the labelled utterances' alignments join the targets."""
+    import shutil
+
+    from conftest import tiny_config
+
+    workdir = tmp_path / "run"
+    shutil.copytree(recipe[0], workdir)  # this test's student must not replace the shared one
+    config = tiny_config(
+        **{
+            "student.online": True,
+            "student.hard_weight": 0.3,
+            "student.train.num_steps": 30,
+            "decode.conditions": "('noisy',)",
+            "decode.bootstrap_replications": 20,
+        }
+    )
+    report = pipeline.run_stages(config, workdir, until="student_ce")
+    assert report["label"]["summary"] == {
+        "skipped": "student.online: the teacher labels inside the student's training step"
+    }
+    assert not (workdir / "labels").exists()
+    summary = report["student_ce"]["summary"]
+    assert summary["online"] and summary["hard_weight"] == 0.3
+    labelled = acoustic.read(workdir, "noisy/train_labelled.jsonl")
+    assert 0 < summary["hard_labelled_utterances"] <= len(labelled) < summary["utterances"]
+    rows = [json.loads(line) for line in (workdir / "student_ce" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert summary["heldout_loss"] < 0.9 * math.log(summary["num_senones"])
+    assert set(summary["wer"]) == {"noisy"}

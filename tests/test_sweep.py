@@ -162,6 +162,12 @@ def test_experiment_grid_and_label_k():
         config.student.label_top_k = 20
     with pytest.raises(ValueError, match="exceeds the k=20"):
         sweep.with_grid(config, experiment.sweep())
+    for field, value in (("online", True), ("hard_weight", 0.5)):
+        config = config_lib.experiment_config(ROOT / "experiments" / "sweep_k_T.py")
+        with config.unlocked():
+            config.student[field] = value
+        with pytest.raises(ValueError, match="from the stored soft labels alone"):
+            sweep.with_grid(config, experiment.sweep())
 
 
 # Small enough for the runner test: a 4-step teacher and student, one LF-MMI step, one test condition.

@@ -88,7 +88,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "label",
         _lazy("tsasr.distill.label", "run"),
-        ("student.teacher", "student.label_top_k", "student.label_shards"),
+        ("student.teacher", "student.label_top_k", "student.label_shards", "student.online"),
         deps=("teacher_ce", "teacher_seq"),
         outputs=("labels",),
         all_processes=True,

@@ -2,7 +2,8 @@
 
 Works on an in-memory list of examples: dicts of numpy arrays with an `id` (str),
 `features` [frames, dim] and per-frame targets at the feature frame rate (`senones`
-[frames], or `soft_ids` / `soft_logits` / `soft_probs` [frames, k]). It must not know
+[frames], or `soft_ids` / `soft_logits` / `soft_probs` [frames, k], or for online
+distillation the parallel clean utterance's `clean_features` [frames, dim]). It must not know
 how examples were read: corpus readers build the list, this module only plans and pads.
 
 Determinism: the plan of epoch e (which utterances go together, in which order) is a
@@ -20,8 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 # Arrays whose first axis is frames; they are padded (with 0) to the bucket length.
-FRAME_KEYS = ("features", "senones", "soft_ids", "soft_logits", "soft_probs")
-TARGET_KEYS = ("senones", "soft_ids", "soft_logits", "soft_probs")
+FRAME_KEYS = ("features", "senones", "soft_ids", "soft_logits", "soft_probs", "clean_features")
+TARGET_KEYS = ("senones", "soft_ids", "soft_logits", "soft_probs", "clean_features")
 
 
 @dataclasses.dataclass(frozen=True)

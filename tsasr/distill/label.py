@@ -27,14 +27,34 @@ SPLITS = ("corpus/train_labelled.jsonl", "corpus/train_unlabelled.jsonl")
 log = logging.getLogger(__name__)
 
 
-@functools.cache
-def _top_k_forward(model, k: int, on_device: bool):
-    def forward(params, features, paddings):
+def teacher_top_k(model, k: int):
+    """teacher(params, features, paddings) -> (ids, logits) [batch, frames, k], highest first.
+
+    The labelling function itself, unjitted: the label stage jits it alone; online
+    distillation (tsasr.distill.student) traces it inside the student's training step.
+    """
+    if model.config.subsampling != 1:
+        raise ValueError(
+            f"the teacher has frame subsampling {model.config.subsampling}; soft labels are per input "
+            "frame, so the teacher must have subsampling 1"
+        )
+
+    def teacher(params, features, paddings):
         logits, _ = model.apply({"params": params}, features, paddings, train=False)
-        if not on_device:
-            return logits.astype(jnp.float32)
         top_logits, top_ids = jax.lax.top_k(logits.astype(jnp.float32), k)  # sorted, highest first
         return top_ids, top_logits
+
+    return teacher
+
+
+@functools.cache
+def _top_k_forward(model, k: int, on_device: bool):
+    if on_device:
+        return jax.jit(teacher_top_k(model, k))
+
+    def forward(params, features, paddings):
+        logits, _ = model.apply({"params": params}, features, paddings, train=False)
+        return logits.astype(jnp.float32)
 
     return jax.jit(forward)
 
@@ -81,6 +101,8 @@ def run(config, workdir: pathlib.Path) -> dict:
     cfg = config.student
     workdir = pathlib.Path(workdir)
     out = workdir / "labels"
+    if cfg.online:
+        return {"skipped": "student.online: the teacher labels inside the student's training step"}
     model, params, norm = acoustic.load_system(workdir, cfg.teacher)
     num_senones = model.config.num_senones
     k = cfg.label_top_k or num_senones  # 0 = every senone: dense targets, the k = S baseline

@@ -6,18 +6,34 @@ copy whose frame count differs from its labels is an error naming it. The loss i
 top-k soft-target cross-entropy, -sum_{s in top-k} p_teacher(s) log softmax(student)(s),
 with p_teacher = softmax(logits[:k] / T) derived from the stored logits inside the
 training step (tsasr.losses.soft_ce), so a k x T sweep reuses one labelling pass.
+
+Options (config.student):
+- hard_weight w > 0: on the labelled utterances' frames the target becomes
+  (1 - w) * teacher + w * one-hot(alignment of the clean original); unlabelled frames
+  keep the teacher's targets (tsasr.train.step.make_loss_fn).
+- online: no stored labels; the frozen teacher runs inside the student's jitted step on
+  the clean features of the same batch (its params are a step argument, never trained),
+  for when storing labels costs more than recomputing them. The targets are those of
+  the offline path computed from the teacher's float32 logits, where the stored labels
+  keep them in float16.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
+import numpy as np
+
+from tsasr.distill import label as label_lib
 from tsasr.distill import soft_labels as sl
 from tsasr.train import acoustic
+from tsasr.train import step as step_lib
 from tsasr.train import teacher as trainer
 
 SPLITS = ("noisy/train_labelled.jsonl", "noisy/train_unlabelled.jsonl")
+CLEAN_SPLITS = ("corpus/train_labelled.jsonl", "corpus/train_unlabelled.jsonl")
 log = logging.getLogger(__name__)
 
 
@@ -34,20 +50,98 @@ def soft_examples(records: list[dict], features: dict, reader: sl.SoftLabelReade
     return examples
 
 
+def online_examples(records: list[dict], features: dict, clean_features: dict) -> list[dict]:
+    """Examples with the clean original's (teacher-normalised) features as `clean_features`."""
+    examples = []
+    for r in records:
+        clean_id = r.get("clean_id", r["id"])
+        if clean_id not in clean_features:
+            raise sl.SoftLabelError(f"utterance {r['id']!r}: its clean original {clean_id!r} is not in {CLEAN_SPLITS}")
+        clean = clean_features[clean_id]
+        if len(clean) != len(features[r["id"]]):
+            raise sl.SoftLabelError(
+                f"utterance {r['id']!r}: {len(features[r['id']])} frames, but its clean original {clean_id!r} "
+                f"has {len(clean)}: not parallel data"
+            )
+        examples.append({"id": r["id"], "features": features[r["id"]], "clean_features": clean})
+    return examples
+
+
+def add_hard_labels(examples: list[dict], records: list[dict], alignments) -> int:
+    """Gives every example `senones`: the clean original's alignment where it has one, else
+    -1 per frame (no hard target). Returns the number of utterances with an alignment."""
+    labelled = 0
+    for example, r in zip(examples, records):
+        clean_id = r.get("clean_id", r["id"])
+        frames = len(example["features"])
+        if clean_id in alignments.files:
+            senones = np.asarray(alignments[clean_id], np.int32)
+            if len(senones) != frames:
+                raise ValueError(
+                    f"utterance {r['id']!r}: the alignment of {clean_id!r} has {len(senones)} frames, "
+                    f"the features {frames}"
+                )
+            labelled += 1
+        else:
+            senones = np.full(frames, -1, np.int32)
+        example["senones"] = senones
+    return labelled
+
+
 def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `student_ce`."""
     cfg = config.student
     workdir = pathlib.Path(workdir)
-    reader = sl.SoftLabelReader(workdir / "labels")
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
     features = acoustic.compute_features(records, "student_ce: noisy features")
     train = [r for r in records if not trainer.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
+    held = [r for r in records if trainer.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
     norm = acoustic.normalisation({r["id"]: features[r["id"]] for r in train})
     features = acoustic.normalise(features, norm)
-    held = [r for r in records if trainer.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
-    top_k = cfg.top_k or reader.num_senones  # 0 = every senone (dense targets)
-    examples = soft_examples(train, features, reader, top_k, cfg.temperature)
-    heldout_examples = soft_examples(held, features, reader, top_k, cfg.temperature)
+    frozen, teacher = None, None
+    if cfg.online:
+        teacher_model, frozen, teacher_norm = acoustic.load_system(workdir, cfg.teacher)
+        num_senones = teacher_model.config.num_senones
+        top_k = cfg.top_k or num_senones
+        sl.validate_k_temperature(top_k, cfg.temperature, num_senones)
+        teacher = label_lib.teacher_top_k(teacher_model, top_k)
+        clean_records = [r for split in CLEAN_SPLITS for r in acoustic.read(workdir, split)]
+        clean = acoustic.normalise(acoustic.compute_features(clean_records, "student_ce: clean features"), teacher_norm)
+        examples, heldout_examples = online_examples(train, features, clean), online_examples(held, features, clean)
+    else:
+        reader = sl.SoftLabelReader(workdir / "labels")
+        num_senones = reader.num_senones
+        top_k = cfg.top_k or num_senones  # 0 = every senone (dense targets)
+        examples = soft_examples(train, features, reader, top_k, cfg.temperature)
+        heldout_examples = soft_examples(held, features, reader, top_k, cfg.temperature)
+    summary_extra = {}
+    if cfg.hard_weight:
+        if not 0.0 < cfg.hard_weight <= 1.0:
+            raise ValueError(f"student.hard_weight={cfg.hard_weight!r} must be in [0, 1]")
+        alignments = np.load(workdir / "align" / "senones.npz")
+        aligned = json.loads((workdir / "align" / "summary.json").read_text())["num_senones"]
+        if aligned != num_senones:
+            raise ValueError(f"the alignments have {aligned} senones, the teacher {num_senones}")
+        summary_extra["hard_labelled_utterances"] = add_hard_labels(examples, train, alignments)
+        add_hard_labels(heldout_examples, held, alignments)
+        log.info(
+            "student_ce: hard labels (weight %g) on %d of %d training utterances",
+            cfg.hard_weight,
+            summary_extra["hard_labelled_utterances"],
+            len(examples),
+        )
+
+    def make_loss(model, train_cfg):
+        return step_lib.make_loss_fn(
+            model,
+            model.config.subsampling,
+            step_lib.compute_dtype(train_cfg.compute_dtype),
+            top_k,
+            cfg.temperature,
+            hard_weight=float(cfg.hard_weight),
+            teacher=teacher,
+        )
+
     summary = trainer.fit(
         config,
         cfg,
@@ -55,11 +149,20 @@ def run(config, workdir: pathlib.Path) -> dict:
         "student_ce",
         examples,
         heldout_examples,
-        reader.num_senones,
+        num_senones,
         norm,
         soft_top_k=top_k,
         temperature=cfg.temperature,
         reference=cfg.teacher,
+        make_loss=make_loss,
+        frozen=frozen,
     )
-    summary.update(top_k=top_k, temperature=cfg.temperature, teacher=cfg.teacher)
+    summary.update(
+        top_k=top_k,
+        temperature=cfg.temperature,
+        teacher=cfg.teacher,
+        online=bool(cfg.online),
+        hard_weight=float(cfg.hard_weight),
+        **summary_extra,
+    )
     return summary

@@ -508,9 +508,15 @@ def run(config, workdir: pathlib.Path) -> dict:
 def with_grid(config: ml_collections.ConfigDict, points) -> ml_collections.ConfigDict:
     """The config with `sweep.points` set (so config.json and the sweep's stage key hold the grid).
 
-    Raises ValueError on an invalid grid, or one whose largest k exceeds student.label_top_k,
-    before any stage runs.
+    Raises ValueError on an invalid grid, one whose largest k exceeds student.label_top_k, or
+    a student section the sweep cannot honour (online teacher, hard-label mixing), before
+    any stage runs.
     """
+    if config.student.online or config.student.hard_weight:
+        raise ValueError(
+            "a sweep trains every point from the stored soft labels alone: set student.online=False "
+            f"and student.hard_weight=0 (got online={config.student.online}, hard_weight={config.student.hard_weight})"
+        )
     stored_k = config.student.label_top_k or None  # 0 = every senone, known only after alignment
     members = parse_grid(list(points), stored_k=stored_k)
     config = config.copy_and_resolve_references()  # the caller's config keeps its own grid

@@ -77,6 +77,8 @@ def student_config() -> ml_collections.ConfigDict:
     c.label_shards = 8  # soft-label shards (hosts label disjoint shards; a kill redoes unfinished ones)
     c.top_k = 20  # k' <= label_top_k teacher senones kept per frame for this student; 0 = all (dense)
     c.temperature = 2.0  # T: targets are softmax(teacher logits[:k'] / T)
+    c.hard_weight = 0.0  # w: on labelled frames the target is (1 - w) * teacher + w * one-hot(alignment)
+    c.online = False  # the teacher runs inside the student's step on the clean audio; no stored labels
     c.train.num_steps = 240  # ~2.5 epochs of the default corpus's noisy training data
     return c
 

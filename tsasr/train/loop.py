@@ -56,6 +56,7 @@ def train(
     mesh=None,
     after_step: Callable[[int], None] | None = None,
     loss_fn: Callable | None = None,
+    frozen=None,
 ):
     """Trains `model` and returns the final TrainState.
 
@@ -71,6 +72,8 @@ def train(
         to crash a run at a known point).
       loss_fn: `(params, batch, rng, train) -> (loss, (accuracy, num_frames))` replacing
         the default frame/soft-target CE (sequence training passes LF-MMI here).
+      frozen: params the loss reads but does not train (an online teacher's), passed to
+        every step as a replicated argument rather than baked into the compiled step.
     """
     os.makedirs(workdir, exist_ok=True)
     _write_config(workdir, config, model)
@@ -110,7 +113,10 @@ def train(
         config.soft_top_k,
         config.soft_temperature,
     )
-    train_step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, schedule), mesh)
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(loss_fn, tx, schedule), mesh, with_frozen=frozen is not None
+    )
+    frozen_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
     batches = batching.prefetch(batches_fn(start_step), lambda b: sharding_lib.global_batch(b, mesh), config.prefetch)
 
     compiled = {}  # Batch signature -> executable: each shape is traced exactly once.
@@ -155,7 +161,7 @@ def train(
             batch, ids = next(batches)
             signature = _batch_signature(batch)
             if signature not in compiled:
-                lowered = train_step.lower(state, batch, step_rng)
+                lowered = train_step.lower(state, batch, step_rng, *frozen_args)
                 compiled[signature] = lowered.compile()
                 cost = compiled[signature].cost_analysis() or {}
                 log.info(
@@ -164,7 +170,7 @@ def train(
                     float(cost.get("flops", float("nan"))) / 1e9,
                 )
                 window_start = time.perf_counter()  # Compilation is not training throughput.
-            state, measurements = compiled[signature](state, batch, step_rng)
+            state, measurements = compiled[signature](state, batch, step_rng, *frozen_args)
             pending.append((step, ids, measurements))
             # Check the previous step while this one runs, so the host never stalls the
             # device; before a checkpoint, check everything so no NaN state is ever saved.
@@ -189,7 +195,7 @@ def train(
     return state
 
 
-def evaluate(config, model, params, batches, *, mesh=None) -> dict:
+def evaluate(config, model, params, batches, *, mesh=None, loss_fn: Callable | None = None, frozen=None) -> dict:
     """Frame-weighted loss and frame accuracy of `params` over finite `batches`.
 
     Args:
@@ -199,12 +205,13 @@ def evaluate(config, model, params, batches, *, mesh=None) -> dict:
       batches: this host's batches, e.g. `Batcher(dev, BatchingConfig(...,
         drop_remainder=False)).epoch()`, so every utterance counts once.
       mesh: device mesh; default all devices on one data axis.
+      loss_fn, frozen: as for `train` (e.g. an online teacher and its params).
 
     Returns:
       {'loss', 'frame_accuracy', 'num_frames'} as Python floats.
     """
     mesh = mesh or sharding_lib.data_mesh()
-    loss_fn = step_lib.make_loss_fn(
+    loss_fn = loss_fn or step_lib.make_loss_fn(
         model,
         model.config.subsampling,
         step_lib.compute_dtype(config.compute_dtype),
@@ -212,15 +219,16 @@ def evaluate(config, model, params, batches, *, mesh=None) -> dict:
         config.soft_temperature,
     )
     replicated = sharding_lib.replicated(mesh)
+    frozen_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
     eval_step = jax.jit(
         step_lib.make_eval_step(loss_fn),
-        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)) + ((replicated,) if frozen_args else ()),
         out_shardings=replicated,
     )
     totals = {"loss_sum": 0.0, "correct_sum": 0.0, "num_frames": 0.0}
     for batch in batches:
         batch = {k: v for k, v in batch.items() if k != "ids"}
-        sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh)))
+        sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), *frozen_args))
         for key in totals:
             totals[key] += float(sums[key])
     if totals["num_frames"] == 0:

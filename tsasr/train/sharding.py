@@ -59,3 +59,12 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
         check_batch_size(global_shape[0], mesh)
         out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return out
+
+
+def replicate(tree, mesh: Mesh):
+    """A pytree of host values (identical on every process) -> arrays replicated on the mesh."""
+    sharding = replicated(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda index, x=np.asarray(x): x[index]),
+        jax.device_get(tree),
+    )

@@ -43,9 +43,15 @@ def fit(
     soft_top_k: int = 0,
     temperature: float = 1.0,
     reference: str | None = None,
+    make_loss=None,
+    frozen=None,
 ) -> dict:
     """Trains `cfg.model` on examples (senones or soft targets), evaluates the held-out ones,
-    decodes every test condition; returns a summary. Writes WORKDIR/<name>/."""
+    decodes every test condition; returns a summary. Writes WORKDIR/<name>/.
+
+    make_loss(model, train_cfg) -> loss_fn replaces the objective the batches imply
+    (tsasr.train.step.make_loss_fn); `frozen` params reach it in every step (an online teacher).
+    """
     out = pathlib.Path(workdir) / name
     model_fields = {**cfg.model.to_dict(), "num_senones": num_senones}
     model = build_model(model_fields)
@@ -61,7 +67,8 @@ def fit(
     batcher = batching.Batcher(
         examples, batching.BatchingConfig(**batching_cfg), jax.process_index(), jax.process_count()
     )
-    state = loop.train(train_cfg, model, batcher, str(out))
+    loss_fn = make_loss(model, train_cfg) if make_loss else None
+    state = loop.train(train_cfg, model, batcher, str(out), loss_fn=loss_fn, frozen=frozen)
     summary = {
         "utterances": len(examples),
         "frames": int(sum(len(e["features"]) for e in examples)),
@@ -75,6 +82,8 @@ def fit(
             model,
             state.params,
             batching.Batcher(heldout_examples, batching.BatchingConfig(**batching_cfg, drop_remainder=False)).epoch(),
+            loss_fn=loss_fn,
+            frozen=frozen,
         )
         summary["heldout_frame_accuracy"] = round(evaluation["frame_accuracy"], 4)
         summary["heldout_loss"] = round(evaluation["loss"], 4)
