@@ -205,6 +205,12 @@ def test_runner_sweep_on_tiny_workdir(tiny_run, tmp_path):
         assert [json.loads(line)["step"] for line in lines] == [2, 4]
     assert (workdir / "plots" / "sweep_k_T.png").read_bytes()[:4] == b"\x89PNG"
     assert "T = 2" in (workdir / "sweep_k_T.md").read_text()
+    from tsasr.report import write_report
+
+    write_report(workdir)  # the end-of-run report shows the sweep beside the recipe's systems
+    report_text = (workdir / "results.md").read_text()
+    assert "## k x T sweep" in report_text and "| 1 (hard labels) |" in report_text
+    assert "](plots/sweep_k_T.png)" in report_text
     again = pipeline.run_stages(config, workdir, stages=sweep.stages(config))
     assert all(info["status"] == "skipped" for info in again.values())
     changed = sweep.with_grid(config, grid[:1])

@@ -150,5 +150,11 @@ def write_report(workdir: pathlib.Path) -> str:
     )
     for image in filter(None, images):
         text += f"![{image}](plots/{image})\n\n"
+    sweep_table = workdir / "sweep_k_T.md"  # written by the sweep stage (tsasr.distill.sweep)
+    if sweep_table.exists():
+        body = sweep_table.read_text().split("\n", 1)[1].replace("\n### ", "\n### Sweep: ")
+        text += "## k x T sweep (from sweep_k_T.md)\n" + body.rstrip() + "\n\n"
+        if (plots / "sweep_k_T.png").exists():
+            text += "![sweep_k_T.png](plots/sweep_k_T.png)\n"
     wd.write_text(workdir / "results.md", text)
     return table
