@@ -112,15 +112,22 @@ def _short_clip(path: str) -> np.ndarray:
     return audio_io.read_audio(path)
 
 
+@functools.lru_cache(maxsize=4096)
+def _header(path: str) -> tuple[bool, int]:
+    """(16 kHz mono?, frames) of a noise file, read once per process."""
+    info = audio_io.audio_info(path)
+    return info.samplerate == RATE and info.channels == 1, info.frames
+
+
 def _segment(path: str, offset: int, samples: int) -> np.ndarray:
     """`samples` samples of a noise file from `offset`, looping the file if it is shorter.
 
     Clips up to 30 s (the built-in ones) are decoded once per process and kept (at most
     128 of them, ~250 MB); longer files (MUSAN) are read segment by segment.
     """
-    with soundfile.SoundFile(path) as f:
-        native = f.samplerate == RATE and f.channels == 1
-        if native and f.frames > 30 * RATE and f.frames - offset >= samples:
+    native, frames = _header(path)
+    if native and frames > 30 * RATE and frames - offset >= samples:
+        with soundfile.SoundFile(path) as f:
             f.seek(offset)
             return f.read(samples, dtype="float32")
     audio = _short_clip(path) if native else audio_io.read_audio(path)

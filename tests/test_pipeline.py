@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import numpy as np
+
 from tsasr import pipeline
 from tsasr import workdir as wd
 
@@ -43,3 +45,27 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     except RuntimeError:
         pass
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_write_audio_equals_the_standard_wave_writer(tmp_path):
+    import wave
+
+    import soundfile
+
+    audio = np.random.default_rng(0).uniform(-1.2, 1.2, 16001)
+    audio[:6] = [1.0, -1.0, 0.5 / 32768, -0.5 / 32768, 1.5 / 32768, 32767.5 / 32768]  # clipping and rounding ties
+    wd.write_audio(tmp_path / "ours" / "a.wav", audio)
+    wd.write_audio(tmp_path / "ours" / "f32.wav", audio.astype(np.float32))
+    pcm = np.clip(np.rint(audio * 32768.0), -32768, 32767).astype("<i2")
+    pcm32 = np.clip(np.rint(audio.astype(np.float32).astype(np.float64) * 32768.0), -32768, 32767).astype("<i2")
+    read32, _ = soundfile.read(tmp_path / "ours" / "f32.wav", dtype="int16")
+    assert np.array_equal(read32, pcm32)
+    with wave.open(str(tmp_path / "reference.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(pcm.tobytes())
+    assert (tmp_path / "ours" / "a.wav").read_bytes() == (tmp_path / "reference.wav").read_bytes()
+    read, rate = soundfile.read(tmp_path / "ours" / "a.wav", dtype="int16")
+    assert rate == 16000 and np.array_equal(read, pcm)
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["a.wav", "f32.wav"]  # no temporary left
