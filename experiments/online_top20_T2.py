@@ -2,10 +2,11 @@
 inside the student's jitted training step on the clean features of each batch.
 
 Run:      python -m tsasr.run experiments/online_top20_T2.py
-Runtime:  as top20_T2.py, without the `label` stage, but the student's steps also run the
-          teacher's forward pass and top-k: on 2 CPU cores its student_ce stage takes about
-          twice as long. Worth it when storing labels costs more than recomputing them
-          (GPU/TPU hosts with a large unlabelled corpus).
+Runtime:  as top20_T2.py, without the `label` stage (~20 s), but each student step also runs
+          the teacher's forward pass and top-k: 540 ms instead of 460 ms per step on 2 CPU
+          cores (bench/soft_labels.py), so student_ce takes ~1.2x as long. Worth it when
+          storing labels costs more than recomputing them (GPU/TPU hosts, a large unlabelled
+          corpus).
 Expected: the targets are those of top20_T2.py (from float32 instead of stored float16 logits),
           so the student's WERs match top20_T2.py's to within the bootstrap intervals.
 """
