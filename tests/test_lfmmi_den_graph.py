@@ -108,3 +108,68 @@ def test_senone_tree_interface_gives_windows_and_topology():
         log_z, _ = lfmmi.den_forward_backward(np.zeros((1, frames, 64)), np.zeros((1, frames)), den)
         lengths.append(np.isfinite(float(log_z[0])))
     assert lengths == [False, True]
+
+
+def test_repeated_phone_is_two_phones_in_numerator_and_denominator():
+    # "this sound": S S across a word boundary is one run of equal phone ids in the
+    # alignment; the HMM states tell the two instances apart, and only then is the
+    # alignment a path of the denominator graph.
+    from tsasr.hmm.tree import SenoneTree
+
+    names = {1: "SIL", 2: "AA", 3: "S"}
+    roots, senone = {}, 0
+    for phone, name in names.items():
+        for state in range(5 if name == "SIL" else 3):
+            roots[(phone, state)] = {"senone": senone, "count": 1.0}
+            senone += 1
+    tree = SenoneTree(roots, names)
+    states_of = den_graph.senone_states(tree)
+    np.testing.assert_array_equal(states_of, [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2])
+    sequence, durations = [1, 2, 3, 3, 1], [[2, 1, 1, 1, 2], [2, 2, 1], [1, 2, 2], [2, 1, 1], [1, 1, 1, 1, 1]]
+    phones = np.concatenate([[p] * sum(d) for p, d in zip(sequence, durations)])
+    senones = np.concatenate(
+        [[tree.pdf((0, p, 0), s)] * n for p, d in zip(sequence, durations) for s, n in enumerate(d)]
+    )
+    assert len(den_graph.phone_starts(phones)) == 4  # the two S merged
+    starts = den_graph.phone_starts(phones, states_of[senones])
+    assert starts == [0, 7, 12, 17, 21]
+    np.testing.assert_array_equal(phones[starts], sequence)
+    den = den_graph.denominator_graph([phones[starts].tolist()], tree, order=3)
+    num, allowed = fsa_lib.alignment_numerator(senones, starts, tolerance=0)
+    assert num.num_states == 1 + 5 + 3 + 3 + 3 + 5
+    forced = np.full((1, len(senones), tree.num_pdfs), -1e3)
+    forced[0, np.arange(len(senones)), senones] = 0.0
+    with jax.enable_x64(True):
+        den_z, _ = lfmmi.den_forward_backward(forced, np.zeros((1, len(senones))), den)
+        num_z, _ = lfmmi.forward_backward(forced, np.zeros((1, len(senones))), num, allowed=allowed[None])
+    assert float(den_z[0]) > -100 and float(num_z[0]) > -100
+
+
+def test_numerator_with_its_lm_weight_is_part_of_the_denominator():
+    # A numerator starting with log P_lm(its phones) weighs each of its paths exactly as the
+    # denominator does, so log Z_num <= log Z_den (the MMI objective is a log posterior).
+    rng = np.random.default_rng(3)
+    sequences = random_sequences(rng, 30, num_phones=4)
+    topology = den_graph.HmmTopology(num_states=lambda p: 2)
+    senone_of = lambda left, centre, right, state: (centre * 2 + state) * 3 + (left + right) % 3
+    lm = den_graph.estimate_phone_lm(sequences, order=3)
+    den = den_graph.expand_phone_lm(lm, senone_of, topology)
+    for phones in sequences[:5]:
+        log_prob = den_graph.sequence_log_prob(lm, phones)
+        assert -50 < log_prob < 0
+        states = []
+        for i, p in enumerate(phones):
+            left = phones[i - 1] if i else 0
+            right = phones[i + 1] if i + 1 < len(phones) else 0
+            states += [senone_of(left, p, right, s) for s in range(2)]
+        num = fsa_lib.hmm_state_numerator(states, math.log(0.5), math.log(0.5))
+        num = fsa_lib.Fsa(num.src, num.dst, num.label, num.log_weight, num.start + log_prob, num.final)
+        # Peaked scores on the numerator's own senones: its path dominates both sums.
+        frames = len(states) + 3
+        x = rng.normal(size=(1, frames, 40))
+        x[0, np.arange(frames), states + [states[-1]] * 3] += 30.0
+        with jax.enable_x64(True):
+            num_z, _ = lfmmi.forward_backward(x, np.zeros((1, frames)), num)
+            den_z, _ = lfmmi.den_forward_backward(x, np.zeros((1, frames)), den)
+        assert float(num_z[0]) <= float(den_z[0]) + 1e-9
+        assert float(den_z[0]) - float(num_z[0]) < 1e-3

@@ -84,6 +84,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("teacher_ce",),
         outputs=("teacher_seq", "decode/teacher_seq"),
         all_processes=True,
+        version=2,  # repeated phones split, numerators weighted by the phone LM
     ),
     Stage(
         "label",
@@ -108,6 +109,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("student_ce", "teacher_seq"),
         outputs=("student_seq", "decode/student_seq"),
         all_processes=True,
+        version=2,  # repeated phones split, numerators weighted by the phone LM
     ),
     Stage(
         "multicondition_ce",
@@ -124,6 +126,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("multicondition_ce", "teacher_seq"),
         outputs=("multicondition_seq", "decode/multicondition_seq"),
         all_processes=True,
+        version=2,  # repeated phones split, numerators weighted by the phone LM
     ),
 )
 

@@ -42,6 +42,36 @@ EOS = -2  # the end-of-sentence "phone" of the LM
 BOUNDARY = 0  # the phone id a context window uses beyond the utterance
 
 
+def senone_states(tree) -> np.ndarray:
+    """HMM state index of every senone of a tsasr.hmm.tree.SenoneTree, [senones]: each
+    senone is a leaf of exactly one (centre phone, state) root."""
+    states = np.zeros(tree.num_pdfs, np.int64)
+    for (_, state), root in tree.roots.items():
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if "senone" in node:
+                states[node["senone"]] = state
+            else:
+                stack += [node["yes"], node["no"]]
+    return states
+
+
+def phone_starts(phones: np.ndarray, states: np.ndarray | None = None) -> list[int]:
+    """First frame of each phone of a per-frame phone alignment [frames].
+
+    A phone said twice in a row ("this sound": S S) is one run of equal phone ids; given
+    the per-frame HMM `states` [frames] its second instance starts where the state index
+    falls back (left-to-right HMMs without skips only move forward within a phone).
+    Without them the two would be merged into one phone with twice the HMM states, which
+    neither the phone LM nor the expanded denominator can produce.
+    """
+    change = np.diff(phones) != 0
+    if states is not None:
+        change |= np.diff(states) < 0
+    return [0] + (np.flatnonzero(change) + 1).tolist()
+
+
 @dataclasses.dataclass
 class PhoneLm:
     """A deterministic phone n-gram LM.
@@ -115,6 +145,19 @@ def estimate_phone_lm(
             out.append((phone, math.log(c / total), index[extended]))
         arcs.append(out)
     return PhoneLm(order=order, histories=kept, arcs=arcs, counts=state_counts)
+
+
+def sequence_log_prob(lm: PhoneLm, phones: Sequence[int]) -> float:
+    """log P(phones, end of sentence) under `lm`: the phone-LM weight every path of this
+    phone sequence carries in the expanded denominator graph. -inf if the LM never saw it."""
+    state, total = 0, 0.0
+    for phone in [int(p) for p in phones] + [EOS]:
+        arc = next((a for a in lm.arcs[state] if a[0] == phone), None)
+        if arc is None:
+            return -math.inf
+        total += arc[1]
+        state = arc[2]
+    return total
 
 
 @dataclasses.dataclass(frozen=True)

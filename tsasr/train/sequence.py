@@ -2,8 +2,8 @@
 
 Read top to bottom: denominator graph (a phone n-gram from the training alignments,
 expanded with the HMM topology and the senone tree) -> numerators (each alignment with
-+-tolerance frames at phone boundaries) -> batches -> LF-MMI steps from the CE params ->
-decode. The network's chain output is the decoder's own score,
++-tolerance frames at phone boundaries, weighted by the phone LM as in the denominator)
+-> batches -> LF-MMI steps from the CE params -> decode. The network's chain output is the decoder's own score,
     y = acoustic_scale * (log softmax(logits) - log prior),
 so sequence training optimises exactly what decoding uses. The teacher trains on clean
 labelled audio; the student on the noisy copies of the same utterances (its input
@@ -13,6 +13,7 @@ counted by the loss (tsasr.losses.lfmmi), never turned into NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -35,24 +36,39 @@ NUM_FIELDS = ("src", "dst", "label", "log_weight", "start", "final")
 log = logging.getLogger(__name__)
 
 
-def phone_starts(phones: np.ndarray) -> list[int]:
-    """First frame of each phone segment of a per-frame phone alignment."""
-    return [0] + (np.flatnonzero(np.diff(phones) != 0) + 1).tolist()
+def phone_sequence(senones: np.ndarray, phones: np.ndarray, states_of: np.ndarray | None = None) -> tuple:
+    """(phone ids, first frame of each) of one alignment; `states_of` (den_graph.senone_states)
+    splits a phone said twice in a row into its two instances."""
+    starts = den_graph.phone_starts(phones, None if states_of is None else states_of[senones])
+    return phones[np.asarray(starts)].tolist(), starts
 
 
-def numerators(ids: list[str], senones, phones, tolerance: int) -> dict[str, tuple]:
-    return {u: fsa_lib.alignment_numerator(senones[u], phone_starts(phones[u]), tolerance) for u in ids}
+def numerators(
+    ids: list[str], senones, phones, tolerance: int, states_of=None, lm: den_graph.PhoneLm | None = None
+) -> dict:
+    """{utterance: (numerator fsa, allowed)}. With the denominator's phone `lm`, each numerator
+    starts with the log-probability of its phone sequence, so its paths weigh exactly what
+    they weigh in the denominator (Kaldi composes numerators with the normalisation FST):
+    the objective is then the log posterior of the reference, <= 0. A constant per
+    utterance, it changes no gradient."""
+    table = {}
+    for u in ids:
+        sequence, starts = phone_sequence(senones[u], phones[u], states_of)
+        fsa, allowed = fsa_lib.alignment_numerator(senones[u], starts, tolerance)
+        if lm is not None:
+            fsa = dataclasses.replace(fsa, start=fsa.start + den_graph.sequence_log_prob(lm, sequence))
+        table[u] = (fsa, allowed)
+    return table
 
 
-def denominator(workdir: pathlib.Path, train_ids: list[str], phones, cfg) -> fsa_lib.Fsa:
-    tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
-    sequences = []
-    for u in train_ids:
-        p = phones[u]
-        sequences.append(p[np.asarray(phone_starts(p))].tolist())
-    return den_graph.denominator_graph(
-        sequences, tree, order=cfg.den_order, num_extra_histories=cfg.den_extra_histories
-    )
+def denominator(
+    train_ids: list[str], senones, phones, tree: tree_lib.SenoneTree, cfg, states_of=None
+) -> tuple[den_graph.PhoneLm, fsa_lib.Fsa]:
+    """The phone LM of the training alignments and the denominator graph expanded from it."""
+    sequences = [phone_sequence(senones[u], phones[u], states_of)[0] for u in train_ids]
+    lm = den_graph.estimate_phone_lm(sequences, cfg.den_order, cfg.den_extra_histories)
+    topology = den_graph.HmmTopology(num_states=tree.num_states)
+    return lm, den_graph.expand_phone_lm(lm, den_graph.senone_fn_from_context(tree), topology)
 
 
 def with_numerators(batches, table: dict[str, tuple], process_index: int = 0):
@@ -117,8 +133,11 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     model, params, norm = acoustic.load_system(workdir, init)
     del params  # the loop restores them from the init checkpoint (and resumes its own)
     features = acoustic.normalise(acoustic.compute_features(aligned, f"{name}: features"), norm)
-    den = denominator(workdir, sorted(set(key.values())), phones, cfg)
-    table = {u: fsa_lib.alignment_numerator(senones[c], phone_starts(phones[c]), cfg.tolerance) for u, c in key.items()}
+    tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
+    states_of = den_graph.senone_states(tree)
+    lm, den = denominator(sorted(set(key.values())), senones, phones, tree, cfg, states_of)
+    by_clean = numerators(sorted(set(key.values())), senones, phones, cfg.tolerance, states_of, lm)
+    table = {u: by_clean[c] for u, c in key.items()}
     examples = [{"id": u, "features": features[u], "senones": senones[c]} for u, c in key.items()]
     log_priors = np.log(np.maximum(np.load(workdir / "align" / "priors.npy"), config.decode.prior_floor))
     out = workdir / name
