@@ -48,7 +48,7 @@ def _lazy(module: str, function: str) -> Callable[[ml_collections.ConfigDict, pa
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("corpus", _lazy("data_prep.corpus", "run"), ("seed", "corpus"), outputs=("corpus",)),
+    Stage("corpus", _lazy("data_prep.corpus", "run"), ("seed", "corpus"), outputs=("corpus",), version=2),
     Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",)),
     Stage(
         "noisify",
