@@ -64,7 +64,7 @@ def main():
     rng = np.random.default_rng(0)
     sequences = synthetic_phone_sequences(rng, 3000)
     topology = den_graph.HmmTopology(num_states=lambda phone: 3)
-    den = den_graph.denominator_graph(
+    _, den = den_graph.denominator_graph(
         sequences, senone_of=synthetic_senone, topology=topology, order=4, num_extra_histories=1000
     )
     leak = fsa_lib.initial_log_probs(den)

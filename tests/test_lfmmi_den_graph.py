@@ -48,7 +48,7 @@ def test_deterministic_lm_graph_equals_the_numerator():
         num_states=lambda p: 2 if p == 3 else 3, self_loop_log_prob=math.log(0.7), forward_log_prob=math.log(0.3)
     )
     senone_of = lambda left, centre, right, state: 10 * centre + state + (left == 0)
-    den = den_graph.denominator_graph([phones], senone_of=senone_of, topology=topology, order=3)
+    _, den = den_graph.denominator_graph([phones], senone_of=senone_of, topology=topology, order=3)
     states = []
     for i, p in enumerate(phones):
         left = phones[i - 1] if i else 0
@@ -71,7 +71,9 @@ def test_expanded_graph_is_stochastic():
     sequences = random_sequences(rng, 60, num_phones=4)
     topology = den_graph.HmmTopology(num_states=lambda p: 2)
     senone_of = lambda left, centre, right, state: (centre * 2 + state) * 3 + (left + right) % 3
-    den = den_graph.denominator_graph(sequences, senone_of=senone_of, topology=topology, order=3, num_extra_histories=5)
+    _, den = den_graph.denominator_graph(
+        sequences, senone_of=senone_of, topology=topology, order=3, num_extra_histories=5
+    )
     out = np.zeros(den.num_states)
     np.add.at(out, den.src, np.exp(den.log_weight))
     out += np.exp(den.final)
@@ -98,7 +100,7 @@ class _RecordingTree:
 
 def test_senone_tree_interface_gives_windows_and_topology():
     tree = _RecordingTree()
-    den = den_graph.denominator_graph([[1, 2, 3, 1], [1, 3, 1]], tree, order=3)
+    _, den = den_graph.denominator_graph([[1, 2, 3, 1], [1, 3, 1]], tree, order=3)
     assert (0, 1, 2) in tree.windows and (3, 1, 0) in tree.windows  # boundaries are 0
     assert (2, 3, 1) in tree.windows and (1, 3, 1) in tree.windows
     assert all(len(w) == 3 and w[1] != 0 for w in tree.windows)
@@ -134,7 +136,7 @@ def test_repeated_phone_is_two_phones_in_numerator_and_denominator():
     starts = den_graph.phone_starts(phones, states_of[senones])
     assert starts == [0, 7, 12, 17, 21]
     np.testing.assert_array_equal(phones[starts], sequence)
-    den = den_graph.denominator_graph([phones[starts].tolist()], tree, order=3)
+    _, den = den_graph.denominator_graph([phones[starts].tolist()], tree, order=3)
     num, allowed = fsa_lib.alignment_numerator(senones, starts, tolerance=0)
     assert num.num_states == 1 + 5 + 3 + 3 + 3 + 5
     forced = np.full((1, len(senones), tree.num_pdfs), -1e3)

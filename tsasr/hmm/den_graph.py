@@ -268,8 +268,9 @@ def denominator_graph(
     order: int = 4,
     num_extra_histories: int = 1000,
     no_prune_order: int = 3,
-) -> Fsa:
-    """Phone LM from `phone_sequences`, expanded into the denominator FSA.
+) -> tuple[PhoneLm, Fsa]:
+    """(phone LM from `phone_sequences`, the denominator FSA expanded from it); the LM also
+    weighs the numerators (tsasr.train.sequence).
 
     Either `context` (a tsasr.hmm.context.ContextDependency: the senone tree, whose
     num_states(phone) also sets the topology's state counts) or `senone_of` with a
@@ -281,4 +282,4 @@ def denominator_graph(
     if senone_of is None or topology is None:
         raise ValueError("denominator_graph: pass a context dependency, or senone_of and topology.")
     lm = estimate_phone_lm(phone_sequences, order, num_extra_histories, no_prune_order)
-    return expand_phone_lm(lm, senone_of, topology)
+    return lm, expand_phone_lm(lm, senone_of, topology)

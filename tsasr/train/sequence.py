@@ -66,9 +66,9 @@ def denominator(
 ) -> tuple[den_graph.PhoneLm, fsa_lib.Fsa]:
     """The phone LM of the training alignments and the denominator graph expanded from it."""
     sequences = [phone_sequence(senones[u], phones[u], states_of)[0] for u in train_ids]
-    lm = den_graph.estimate_phone_lm(sequences, cfg.den_order, cfg.den_extra_histories)
-    topology = den_graph.HmmTopology(num_states=tree.num_states)
-    return lm, den_graph.expand_phone_lm(lm, den_graph.senone_fn_from_context(tree), topology)
+    return den_graph.denominator_graph(
+        sequences, tree, order=cfg.den_order, num_extra_histories=cfg.den_extra_histories
+    )
 
 
 def with_numerators(batches, table: dict[str, tuple], process_index: int = 0):
