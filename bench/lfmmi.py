@@ -68,6 +68,7 @@ def main():
         sequences, senone_of=synthetic_senone, topology=topology, order=4, num_extra_histories=1000
     )
     leak = fsa_lib.initial_log_probs(den)
+    graph = lfmmi.DenominatorGraph.compile(den)  # once, on the host, as sequence training does
     num_senones = int(den.label.max()) + 1
     batch, frames = args.batch, args.frames
 
@@ -87,7 +88,7 @@ def main():
 
     model_step = jax.jit(jax.grad(lambda p, f: jnp.sum(model(p, f) ** 2) * 1e-6))
     outputs = model(params, features)
-    den_step = jax.jit(jax.grad(lambda y: jnp.sum(lfmmi.den_log_partition(y, paddings, den, leak, 0.1))))
+    den_step = jax.jit(jax.grad(lambda y: jnp.sum(lfmmi.den_log_partition(y, paddings, graph, leak, 0.1))))
 
     # Numerators: each utterance's alignment, a random phone/state walk with tolerance 1.
     numerators = []
@@ -103,7 +104,7 @@ def main():
     num, allowed = fsa_lib.stack_numerators(numerators, frames)
     loss_step = jax.jit(
         jax.grad(
-            lambda y: lfmmi.lfmmi_loss(y, paddings, num, den, numerator_allowed=allowed, den_leak_log_probs=leak)[0]
+            lambda y: lfmmi.lfmmi_loss(y, paddings, num, graph, numerator_allowed=allowed, den_leak_log_probs=leak)[0]
         )
     )
 
@@ -121,6 +122,8 @@ def main():
                 "lfmmi_loss_us_per_frame": round(1e6 * loss_s / total_frames, 2),
                 "den_states": den.num_states,
                 "den_arcs": den.num_arcs,
+                "den_gathered_arcs": int(graph.fwd_dst.shape[0]),
+                "den_source_classes": graph.num_classes,
                 "senones": num_senones,
                 "batch": batch,
                 "frames": frames,

@@ -175,3 +175,31 @@ def test_numerator_with_its_lm_weight_is_part_of_the_denominator():
             den_z, _ = lfmmi.den_forward_backward(x, np.zeros((1, frames)), den)
         assert float(num_z[0]) <= float(den_z[0]) + 1e-9
         assert float(den_z[0]) - float(num_z[0]) < 1e-3
+
+
+def test_compiled_denominator_sums_left_contexts_and_matches_log_space():
+    # The expanded graph is state-labelled (no state is split) and the last states of
+    # chains that differ only in their left phone share their outgoing arcs, so the
+    # compiled graph gathers fewer arcs than the graph has, yet computes the same sums as
+    # the general log-space forward-backward, leak included.
+    rng = np.random.default_rng(5)
+    sequences = random_sequences(rng, 80, num_phones=5)
+    topology = den_graph.HmmTopology(num_states=lambda p: 3)
+    senone_of = lambda left, centre, right, state: (centre * 3 + state) * 4 + (2 * left + right) % 4
+    _, den = den_graph.denominator_graph(sequences, senone_of=senone_of, topology=topology, order=3)
+    with jax.enable_x64(True):
+        compiled = lfmmi.DenominatorGraph.compile(den, np.float64)
+    sparse_arcs = int(np.sum((den.dst != den.src) & (den.dst != den.src + 1)))
+    assert compiled.num_states == den.num_states
+    assert 0 < compiled.fwd_dst.shape[0] < sparse_arcs
+    leak = fsa_lib.initial_log_probs(den)
+    log_likes = rng.normal(size=(2, 30, 80))
+    paddings = np.zeros((2, 30))
+    paddings[1, 22:] = 1.0
+    with jax.enable_x64(True):
+        fast_z, fast_occ = lfmmi.den_forward_backward(log_likes, paddings, compiled, leak, 0.1)
+        log_z, log_occ = lfmmi.forward_backward(
+            log_likes, paddings, den, leak_log_probs=leak, leaky_hmm_coefficient=0.1
+        )
+    np.testing.assert_allclose(fast_z, log_z, rtol=1e-10)
+    np.testing.assert_allclose(fast_occ, log_occ, atol=1e-10)

@@ -21,9 +21,10 @@ Two implementations, chosen by what each graph needs:
     (the tolerance constraint). Numerators are sparse: a surviving path may sit
     far below the best partial path, which scaled probabilities would lose.
   * `den_forward_backward` / `den_log_partition`: one shared denominator graph in
-    probability space, renormalised every frame (Kaldi's denominator computation):
-    one gather-multiply-scatter per frame and no per-arc exp, which is what makes the
-    denominator affordable. Frame-wise shifts of x keep exp() in range.
+    probability space, renormalised every frame (Kaldi's denominator computation), on
+    the graph compiled by tsasr.losses.denominator so that most of each frame's work is
+    elementwise and no arc needs an exp, which is what makes the denominator
+    affordable. Frame-wise shifts of x keep exp() in range.
 
 Both: jax.lax.scan over frames, arcs reduced with segment sums, padded frames
 (paddings = 1.0) skipped wherever they are, gradients through jax.custom_vjp whose
@@ -44,6 +45,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from tsasr.losses import denominator
 from tsasr.losses.fsa import Fsa
 
 # ---------------------------------------------------------------------------------------
@@ -212,128 +214,11 @@ def log_partition(log_likes, paddings, fsa: Fsa, allowed=None, leak_log_probs=No
 
 # ---------------------------------------------------------------------------------------
 # Denominator: one shared graph, probability space with per-frame renormalisation
+# (tsasr.losses.denominator: the graph compiled so that most per-frame work is dense)
 
-
-def _den_arrays(fsa: Fsa, leak_log_probs, dtype):
-    if fsa.is_batched:
-        raise ValueError("den_forward_backward: the denominator graph is shared, not batched.")
-    weight = jnp.exp(jnp.asarray(fsa.log_weight, dtype))
-    start = jnp.exp(jnp.asarray(fsa.start, dtype))
-    final = jnp.exp(jnp.asarray(fsa.final, dtype))
-    leak = jnp.exp(jnp.asarray(leak_log_probs, dtype)) if leak_log_probs is not None else jnp.zeros_like(start)
-    return (jnp.asarray(fsa.src), jnp.asarray(fsa.dst), jnp.asarray(fsa.label), weight, start, final, leak)
-
-
-def _den_forward(log_likes, paddings, fsa, leak_log_probs, eta: float):
-    """Scaled forward pass. Returns log_z [batch], alphas [frames, states, batch] (each
-    normalised to sum 1 per utterance, the state *before* frame t) and the per-frame
-    emission shifts [frames, batch]."""
-    batch, frames, num_senones = log_likes.shape
-    dtype = log_likes.dtype
-    src, dst, label, weight, start, final, leak = _den_arrays(fsa, leak_log_probs, dtype)
-    num_states = fsa.num_states
-    shift = jnp.max(log_likes, axis=-1)  # [batch, frames]; keeps exp() <= 1
-    emissions = jnp.exp(log_likes - shift[..., None]).transpose(1, 2, 0)  # [frames, senones, batch]
-    pad_steps = paddings.T.astype(bool)  # [frames, batch]
-    alpha0 = jnp.broadcast_to((start / start.sum())[:, None], (num_states, batch))
-    log_scale0 = jnp.full((batch,), jnp.log(start.sum()), dtype)
-
-    def step(carry, inputs):
-        alpha, log_scale = carry
-        emission, frame_shift, pad = inputs
-        # States are rows: gathering rows of [states, batch] moves contiguous batch vectors.
-        new = jax.ops.segment_sum(
-            alpha[src] * (weight[:, None] * emission[label]), dst, num_states, indices_are_sorted=True
-        )
-        if eta > 0:
-            new = new + eta * new.sum(0, keepdims=True) * leak[:, None]
-        total = new.sum(0)
-        ok = total > 0
-        new = new / jnp.where(ok, total, 1.0)
-        new_scale = log_scale + jnp.where(ok, jnp.log(jnp.where(ok, total, 1.0)), -jnp.inf) + frame_shift
-        new = jnp.where(pad[None, :], alpha, new)
-        new_scale = jnp.where(pad, log_scale, new_scale)
-        return (new, new_scale), alpha
-
-    (alpha_last, log_scale), alphas = jax.lax.scan(step, (alpha0, log_scale0), (emissions, shift.T, pad_steps))
-    log_z = log_scale + jnp.log((alpha_last * final[:, None]).sum(0))
-    return log_z, alphas, emissions
-
-
-def _den_backward(alphas, emissions, paddings, fsa, leak_log_probs, eta: float, dtype):
-    """Scaled backward pass; occupancies [batch, frames, senones], each real frame's
-    summing to 1 (exact: sum_a alpha_t(src) w x beta_{t+1}(dst) = Z for every t, so
-    normalising per frame removes the scales)."""
-    src, dst, label, weight, _, final, leak = _den_arrays(fsa, leak_log_probs, dtype)
-    num_states = fsa.num_states
-    num_senones = emissions.shape[1]
-    batch = alphas.shape[-1]
-    pad_steps = paddings.T.astype(bool)
-    beta_last = jnp.broadcast_to((final / jnp.maximum(final.sum(), 1e-30))[:, None], (num_states, batch))
-
-    def step(beta, inputs):
-        alpha, emission, pad = inputs
-        if eta > 0:  # transpose of the leak
-            beta_in = beta + eta * (leak[:, None] * beta).sum(0, keepdims=True)
-        else:
-            beta_in = beta
-        arc_out = weight[:, None] * emission[label] * beta_in[dst]  # [arcs, batch]
-        arc_post = alpha[src] * arc_out
-        occupancy = jax.ops.segment_sum(arc_post, label, num_senones)  # [senones, batch]
-        total = occupancy.sum(0)
-        occupancy = occupancy / jnp.where(total > 0, total, 1.0)
-        new = jax.ops.segment_sum(arc_out, src, num_states)
-        norm = new.sum(0)
-        new = new / jnp.where(norm > 0, norm, 1.0)
-        new = jnp.where(pad[None, :], beta, new)
-        occupancy = jnp.where(pad[None, :], 0.0, occupancy)
-        return new, occupancy
-
-    _, occupancies = jax.lax.scan(step, beta_last, (alphas, emissions, pad_steps), reverse=True)
-    return occupancies.transpose(2, 0, 1)
-
-
-def den_forward_backward(log_likes, paddings, fsa: Fsa, leak_log_probs=None, leaky_hmm_coefficient: float = 0.0):
-    """Denominator log Z [batch] and occupancies [batch, frames, senones] on one shared
-    graph, in scaled probability space (see module docstring). Arguments as
-    `forward_backward`; leak_log_probs is [states]. An utterance with no path (possible
-    only without leak) gets log_z = -inf and zero occupancies."""
-    eta = float(leaky_hmm_coefficient)
-    log_likes, paddings = jnp.asarray(log_likes), jnp.asarray(paddings)
-    log_z, alphas, emissions = _den_forward(log_likes, paddings, fsa, leak_log_probs, eta)
-    occupancies = _den_backward(alphas, emissions, paddings, fsa, leak_log_probs, eta, log_likes.dtype)
-    occupancies = jnp.where(jnp.isfinite(log_z)[:, None, None], occupancies, 0.0)
-    return log_z, occupancies
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _den_log_partition(log_likes, paddings, fsa, leak_log_probs, eta):
-    return _den_forward(log_likes, paddings, fsa, leak_log_probs, eta)[0]
-
-
-def _den_log_partition_fwd(log_likes, paddings, fsa, leak_log_probs, eta):
-    # Residuals are the scaled alphas [frames, states, batch] and emissions: linear in
-    # frames; the backward recursion runs only when the gradient is asked for.
-    log_z, alphas, emissions = _den_forward(log_likes, paddings, fsa, leak_log_probs, eta)
-    return log_z, (log_z, alphas, emissions, paddings, fsa, leak_log_probs)
-
-
-def _den_log_partition_bwd(eta, residuals, cotangent):
-    log_z, alphas, emissions, paddings, fsa, leak_log_probs = residuals
-    occupancies = _den_backward(alphas, emissions, paddings, fsa, leak_log_probs, eta, alphas.dtype)
-    scale = jnp.where(jnp.isfinite(log_z), cotangent, 0.0)
-    return (scale[:, None, None] * occupancies, None, None, None)
-
-
-_den_log_partition.defvjp(_den_log_partition_fwd, _den_log_partition_bwd)
-
-
-def den_log_partition(log_likes, paddings, fsa: Fsa, leak_log_probs=None, leaky_hmm_coefficient: float = 0.0):
-    """Denominator log Z [batch], differentiable w.r.t. log_likes (gradient = the
-    denominator occupancies, through a custom VJP over stored scaled alphas)."""
-    return _den_log_partition(
-        jnp.asarray(log_likes), jnp.asarray(paddings), fsa, leak_log_probs, float(leaky_hmm_coefficient)
-    )
+DenominatorGraph = denominator.DenominatorGraph
+den_forward_backward = denominator.forward_backward
+den_log_partition = denominator.log_partition
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,7 +249,7 @@ def lfmmi_loss(
     outputs,
     paddings,
     numerator: Fsa,
-    denominator: Fsa,
+    denominator: Fsa | DenominatorGraph,
     *,
     numerator_allowed=None,
     den_leak_log_probs=None,
@@ -387,7 +272,8 @@ def lfmmi_loss(
       outputs: [batch, frames, senones] chain output of the network.
       paddings: [batch, frames], 1.0 = pad.
       numerator: batched numerator graphs ([batch, arcs] fields).
-      denominator: the shared denominator graph.
+      denominator: the shared denominator graph (compiled once with DenominatorGraph.compile,
+        or an Fsa compiled at trace time).
       numerator_allowed: optional [batch, frames, num_states] tolerance masks.
       den_leak_log_probs: [den states] leak distribution (fsa.initial_log_probs).
       leaky_hmm_coefficient: Kaldi's --leaky-hmm-coefficient (0.1 by default there too).

@@ -91,8 +91,7 @@ def with_numerators(batches, table: dict[str, tuple], process_index: int = 0):
 
 def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg):
     leak = jnp.asarray(fsa_lib.initial_log_probs(den), jnp.float32)
-    den = den.astype(np.float32)
-    den = fsa_lib.Fsa(*(jnp.asarray(getattr(den, f)) for f in NUM_FIELDS))
+    den = lfmmi.DenominatorGraph.compile(den)
     log_priors = jnp.asarray(log_priors, jnp.float32)
 
     def loss_fn(params, batch, rng, train=True):
