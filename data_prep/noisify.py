@@ -57,6 +57,19 @@ def utterance_rng(seed: int, condition: str, utt_id: str) -> np.random.Generator
     return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
 
 
+def choice_cdf(p: np.ndarray) -> np.ndarray:
+    """The cumulative distribution `rng.choice(len(p), p=p)` draws from, as numpy builds it."""
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return cdf
+
+
+def choose(rng: np.random.Generator, cdf: np.ndarray) -> int:
+    """`rng.choice(len(p), p=p)` for `cdf = choice_cdf(p)`: the same index from the same stream
+    (one uniform, searched in the cdf, as numpy does), without re-checking p each draw (~20 -> 2 us)."""
+    return int(cdf.searchsorted(rng.random(), side="right"))
+
+
 def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: dict, condition: str) -> dict:
     """Draws everything random about one mix; `render` turns it into audio. `cfg`: noisify config as a dict."""
     _, _, ranges_name, playback = CONDITIONS[condition]
@@ -64,10 +77,11 @@ def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: 
     weights = np.array([cfg["kind_weights"].get(n["kind"], 0.0) for n in noises], float)
     if weights.sum() == 0:
         weights = np.ones(len(noises))
+    cdf = choice_cdf(weights / weights.sum())
     samples = int(round(clean["duration"] * RATE))
     chosen = []
     for _ in range(num_noises):
-        noise = noises[int(rng.choice(len(noises), p=weights / weights.sum()))]
+        noise = noises[choose(rng, cdf)]
         noise_samples = int(round(noise["duration"] * RATE))
         offset = int(rng.integers(0, max(1, noise_samples - samples)))
         chosen.append(
@@ -76,22 +90,22 @@ def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: 
                 "audio": noise["audio"],
                 "kind": noise["kind"],
                 "offset": offset,
-                "level_db": round(float(rng.uniform(*cfg["relative_level_db"])), 3),
+                "level_db": round(rir.uniform(rng, cfg["relative_level_db"]), 3),
             }
         )
     recipe = {
         "noises": chosen,
         "room": rir.draw_room(rng, cfg[ranges_name], num_noises),
-        "snr_db": round(float(rng.uniform(*(cfg["rerecorded_snr_db"] if playback else cfg["snr_db"]))), 3),
+        "snr_db": round(rir.uniform(rng, cfg["rerecorded_snr_db"] if playback else cfg["snr_db"]), 3),
         "max_order": int(cfg["max_order"]),
     }
     if playback:
         recipe["loudspeaker"] = {
-            "low_hz": round(float(rng.uniform(*cfg["loudspeaker"]["low_hz"])), 1),
-            "high_hz": round(float(rng.uniform(*cfg["loudspeaker"]["high_hz"])), 1),
-            "drive": round(float(rng.uniform(*cfg["loudspeaker"]["drive"])), 3),
+            "low_hz": round(rir.uniform(rng, cfg["loudspeaker"]["low_hz"]), 1),
+            "high_hz": round(rir.uniform(rng, cfg["loudspeaker"]["high_hz"]), 1),
+            "drive": round(rir.uniform(rng, cfg["loudspeaker"]["drive"]), 3),
         }
-        recipe["mic_self_noise_db"] = round(float(rng.uniform(*cfg["mic_self_noise_db"])), 3)
+        recipe["mic_self_noise_db"] = round(rir.uniform(rng, cfg["mic_self_noise_db"]), 3)
         recipe["mic_noise_seed"] = int(rng.integers(2**31))
     return recipe
 
@@ -144,38 +158,54 @@ def render(recipe: dict, clean: np.ndarray) -> tuple[np.ndarray, dict]:
     against the reverberant speech. All sources are convolved in one batched real FFT.
     """
     samples = clean.size
-    room = recipe["room"]
-    rirs = rir.impulse_responses(room, recipe["max_order"])
+    rirs = rir.impulse_responses(recipe["room"], recipe["max_order"])
     # Advance by the RIR's peak, as Kaldi's wav-reverberate --shift-output does: the direct
     # sound, unless coincident reflections (a talker equidistant from floor and ceiling) add
     # up to more, in which case they dominate what the ear and the features see.
     delay = int(np.argmax(np.abs(rirs[0])))
-    sources = [clean.astype(np.float32)]
+    sources, gains = [clean], [1.0]
     for spec in recipe["noises"]:
         segment = _segment(spec["audio"], spec["offset"], samples)
-        sources.append(segment / (np.sqrt(np.mean(segment**2)) + 1e-12) * 10 ** (spec["level_db"] / 20))
+        sources.append(segment)
+        gains.append(10 ** (spec["level_db"] / 20) / (np.sqrt(np.mean(segment**2)) + 1e-12))
     if recipe.get("loudspeaker"):
-        sources = list(loudspeaker(np.stack(sources), **recipe["loudspeaker"]))
-    nfft = fft.next_fast_len(samples + rirs.shape[1] - 1, real=True)
-    # One batched float32 FFT for sources and responses (float32 is far below 16-bit PCM resolution).
-    signals = np.zeros((2 * len(sources), nfft), np.float32)
+        sources = list(loudspeaker(np.stack(sources) * np.array(gains)[:, None], **recipe["loudspeaker"]))
+        gains = [1.0] * len(sources)
+    count, length = len(sources), rirs.shape[1]
+    nfft = fft.next_fast_len(samples + length - 1, real=True)
+    # Rows: sources, then their responses (a noise's gain applied to its response, which is
+    # shorter than the noise: the convolution is linear), then zeros up to a multiple of 4,
+    # since pocketfft transforms float32 rows four at a time in SIMD lanes and one at a time
+    # otherwise: 8 rows of 33750 take ~1.1 ms, 6 rows ~1.5 ms (float32 is far below 16-bit
+    # PCM resolution).
+    signals = np.empty((-(-2 * count // 4) * 4, nfft), np.float32)
     for row, source in enumerate(sources):
         signals[row, :samples] = source
-    signals[len(sources) :, : rirs.shape[1]] = rirs
-    spectra = fft.rfft(signals, axis=-1)
-    spectra = spectra[: len(sources)] * spectra[len(sources) :]
-    wet = fft.irfft(np.stack([spectra[0], spectra[1:].sum(axis=0)]), nfft)[:, delay : delay + samples]
-    speech, noise = wet[0].astype(np.float64), wet[1].astype(np.float64)
-    speech_power = np.mean(speech**2) + 1e-12
-    noise_gain = np.sqrt(speech_power / (np.mean(noise**2) + 1e-12) * 10 ** (-recipe["snr_db"] / 10))
-    mix = speech + noise_gain * noise
+        signals[row, samples:] = 0
+    np.multiply(rirs, np.array(gains)[:, None], out=signals[count : 2 * count, :length], casting="same_kind")
+    signals[count : 2 * count, length:] = 0
+    signals[2 * count :] = 0
+    spectra = fft.rfft(signals, axis=-1, overwrite_x=True)
+    np.multiply(spectra[:count], spectra[count : 2 * count], out=spectra[:count])
+    for row in range(2, count):  # row 1 becomes the sum of the reverberant noises
+        spectra[1] += spectra[row]
+    if count == 1:
+        spectra[1] = 0
+    wet = fft.irfft(spectra[:2], nfft, axis=-1, overwrite_x=True)[:, delay : delay + samples].astype(np.float64)
+    speech_power, noise_power = np.einsum("ij,ij->i", wet, wet) / samples + 1e-12
+    noise_gain = np.sqrt(speech_power / noise_power * 10 ** (-recipe["snr_db"] / 10))
+    mix = wet[1]
+    mix *= noise_gain
+    mix += wet[0]
     if "mic_self_noise_db" in recipe:
         hiss = np.random.default_rng(recipe["mic_noise_seed"]).standard_normal(samples)
         mix += hiss * np.sqrt(speech_power * 10 ** (-recipe["mic_self_noise_db"] / 10))
-    peak = np.max(np.abs(mix))
+    peak = max(mix.max(), -mix.min())
     scale = 0.95 / peak if peak > 0.95 else 1.0  # avoid clipping in 16-bit PCM
     applied = {"delay_samples": delay, "noise_gain": float(noise_gain), "output_scale": float(scale)}
-    return (mix * scale).astype(np.float32), applied
+    if scale != 1.0:
+        mix *= scale
+    return mix.astype(np.float32), applied
 
 
 def _mix_one(item: dict, *, seed: int, cfg, noises: list[dict], out_dir: str) -> dict:

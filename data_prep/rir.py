@@ -15,6 +15,7 @@ This module knows rooms and RIRs only, not corpora or mixing.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pyroomacoustics as pra
@@ -23,10 +24,14 @@ RATE = 16000
 SPEED_OF_SOUND = pra.constants.get("c")
 # pyroomacoustics centres each image source's fractional-delay filter this many samples late.
 _FILTER_OFFSET = pra.constants.get("frac_delay_length") // 2
+_LOG_10 = float(np.log(10))  # as pyroomacoustics evaluates it
 
 
-def _uniform(rng: np.random.Generator, bounds) -> float:
-    return float(rng.uniform(bounds[0], bounds[1]))
+def uniform(rng: np.random.Generator, bounds) -> float:
+    """`rng.uniform(*bounds)`, the same number from the same stream at a third of the cost
+    (numpy computes low + (high - low) * random(); tests/test_rir.py checks equality)."""
+    low = float(bounds[0])
+    return low + (float(bounds[1]) - low) * rng.random()
 
 
 def draw_room(rng: np.random.Generator, ranges, num_noise_sources: int) -> dict:
@@ -35,22 +40,22 @@ def draw_room(rng: np.random.Generator, ranges, num_noise_sources: int) -> dict:
     `ranges` (a mapping) has `length`, `width`, `height`, `rt60` (pairs), `talker_distance`
     (pair, metres from the microphone) and `margin` (metres from the walls).
     """
-    dims = [_uniform(rng, ranges["length"]), _uniform(rng, ranges["width"]), _uniform(rng, ranges["height"])]
+    dims = [uniform(rng, ranges["length"]), uniform(rng, ranges["width"]), uniform(rng, ranges["height"])]
     margin = float(ranges["margin"])
 
     def inside(height_bounds):
         return [
-            _uniform(rng, (margin, dims[0] - margin)),
-            _uniform(rng, (margin, dims[1] - margin)),
-            _uniform(rng, (max(margin, height_bounds[0]), min(dims[2] - margin, height_bounds[1]))),
+            uniform(rng, (margin, dims[0] - margin)),
+            uniform(rng, (margin, dims[1] - margin)),
+            uniform(rng, (max(margin, height_bounds[0]), min(dims[2] - margin, height_bounds[1]))),
         ]
 
     mic = inside((0.7, 1.6))
     # The talker stands at a drawn distance and direction from the microphone, kept inside.
     for _ in range(100):
-        distance = _uniform(rng, ranges["talker_distance"])
-        azimuth = _uniform(rng, (0, 2 * np.pi))
-        talker = [mic[0] + distance * np.cos(azimuth), mic[1] + distance * np.sin(azimuth), _uniform(rng, (1.2, 1.8))]
+        distance = uniform(rng, ranges["talker_distance"])
+        azimuth = uniform(rng, (0, 2 * np.pi))
+        talker = [mic[0] + distance * np.cos(azimuth), mic[1] + distance * np.sin(azimuth), uniform(rng, (1.2, 1.8))]
         if (
             margin <= talker[0] <= dims[0] - margin
             and margin <= talker[1] <= dims[1] - margin
@@ -62,7 +67,7 @@ def draw_room(rng: np.random.Generator, ranges, num_noise_sources: int) -> dict:
     noises = [inside((0.3, 2.0)) for _ in range(num_noise_sources)]
     return {
         "dimensions": [round(d, 4) for d in dims],
-        "rt60": round(_uniform(rng, ranges["rt60"]), 4),
+        "rt60": round(uniform(rng, ranges["rt60"]), 4),
         "microphone": [round(v, 4) for v in mic],
         "talker": [round(float(v), 4) for v in talker],
         "noise_sources": [[round(v, 4) for v in s] for s in noises],
@@ -104,6 +109,30 @@ def image_sources(dims, source, max_order: int, absorption: float) -> tuple[np.n
     return positions.T, np.sqrt(1 - absorption) ** order
 
 
+def inverse_sabine(rt60: float, dims) -> tuple[float, int]:
+    """pyroomacoustics.inverse_sabine for a shoebox, the same arithmetic in plain floats (50 us -> 3 us).
+
+    Returns the wall energy absorption for `rt60` by Sabine's formula and the image-source
+    order that reaches c * rt60; tests/test_rir.py checks equality with pyroomacoustics.
+    """
+    length, width, height = (float(d) for d in dims)
+    pairs = ((length, width), (length, height), (width, height))
+    radius = min(a * b / math.sqrt(a**2 + b**2) for a, b in pairs)
+    volume = length * width * height
+    surface = 2 * (length * width + length * height + width * height)
+    absorption = 24 * _LOG_10 * volume / (SPEED_OF_SOUND * surface * rt60)
+    if absorption > 1.0:
+        raise ValueError("evaluation of parameters failed. room may be too large for required RT60.")
+    return absorption, math.ceil(SPEED_OF_SOUND * rt60 / radius - 1)
+
+
+@functools.cache
+def _image_terms(max_order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1 - 2q, 2n, order) of `_image_lattice`, the factors image positions are made of."""
+    n, q, order = _image_lattice(max_order)
+    return 1 - 2 * q, 2 * n, order
+
+
 def impulse_responses(room: dict, max_order: int) -> np.ndarray:
     """RIRs from the talker and each noise source to the microphone: [sources, samples], talker first.
 
@@ -114,59 +143,95 @@ def impulse_responses(room: dict, max_order: int) -> np.ndarray:
     ShoeBox.compute_rir. Rows are zero-padded to a common length.
     """
     dims, rt60 = room["dimensions"], room["rt60"]
-    absorption, sabine_order = pra.inverse_sabine(rt60, dims)
-    order = min(max_order, sabine_order)
-    positions = [room["talker"], *room["noise_sources"]]
-    mic = np.asarray(room["microphone"], np.float64)[:, None]
-    delays, amplitudes, rows = [], [], []
-    for k, position in enumerate(positions):
-        images, damping = image_sources(dims, position, order, absorption)
-        distance = np.linalg.norm(images - mic, axis=0)
-        delays.append(distance / SPEED_OF_SOUND * RATE)
-        amplitudes.append(damping / distance)  # pyroomacoustics' convention: no 1/(4 pi)
-        rows.append(np.full(distance.size, k))
-    delays, amplitudes, rows = np.concatenate(delays), np.concatenate(amplitudes), np.concatenate(rows)
-    early_end = np.ceil(np.array([delays[rows == k].max() for k in range(len(positions))]) + _FILTER_OFFSET)
-    direct_amplitude = np.array([amplitudes[rows == k].max() for k in range(len(positions))])
-    out = np.zeros((len(positions), int(early_end.max() + rt60 * RATE) + _FILTER_OFFSET + 2))
-    image_source_rir(out, rows, delays, amplitudes)
-    _add_tails(
-        out,
-        early_end.astype(np.int64),
-        direct_amplitude,
-        rt60,
-        float(np.prod(dims)),
-        np.random.default_rng(room["tail_seed"]),
+    absorption, sabine_order = inverse_sabine(rt60, dims)
+    sign, cells, image_order = _image_terms(min(max_order, sabine_order))
+    sources = np.array([room["talker"], *room["noise_sources"]], np.float64)
+    # [sources, images, 3]: the same positions as image_sources(), for every source at once
+    offsets = sign * sources[:, None, :] + cells * np.asarray(dims, np.float64) - np.asarray(room["microphone"])
+    distance = np.sqrt(np.sum(offsets * offsets, axis=-1))
+    delays = distance / SPEED_OF_SOUND * RATE
+    amplitudes = np.sqrt(1 - absorption) ** image_order / distance  # pyroomacoustics' convention: no 1/(4 pi)
+    early_end = np.ceil(delays.max(axis=1) + _FILTER_OFFSET).astype(np.int64)
+    width = int(early_end.max() + rt60 * RATE) + _FILTER_OFFSET + 2
+    tails = _tail_extents(early_end, amplitudes.max(axis=1), rt60, float(np.prod(dims)), width)
+    integer = np.floor(delays)
+    # Only as wide as the last tap or tail sample: the tail stops 60 dB down, well before `width`.
+    width = min(width, max(int(integer.max()) + 2 * _FILTER_OFFSET + 1, int(tails[1].max())))
+    rows = np.arange(len(sources))[:, None]
+    out = image_source_rir(
+        (rows * width + integer.astype(np.int64)).ravel(),
+        delays.ravel() - integer.ravel(),
+        amplitudes.ravel(),
+        (len(sources), width),
     )
-    return out[:, : int(np.max(np.nonzero(np.any(out != 0, axis=0)))) + 1]
+    _add_tails(out, *tails, np.random.default_rng(room["tail_seed"]))
+    if not out[:, -1].any():
+        out = out[:, : int(np.max(np.nonzero(np.any(out != 0, axis=0)))) + 1]
+    return out
 
 
-def image_source_rir(out: np.ndarray, rows: np.ndarray, delays: np.ndarray, amplitudes: np.ndarray) -> None:
-    """Adds fractionally delayed impulses into `out[rows]`; delays in samples (before the filter offset)."""
-    n = np.arange(-_FILTER_OFFSET, _FILTER_OFFSET + 1)  # filter support around each arrival
-    integer = np.floor(delays).astype(np.int64)
-    t = n[None, :] - (delays - integer)[:, None]
-    window = 0.5 + 0.5 * np.cos(np.pi * t / _FILTER_OFFSET)  # np.hanning(taps), as pyroomacoustics
-    flat = rows[:, None] * out.shape[1] + integer[:, None] + n[None, :] + _FILTER_OFFSET
+_TAPS = np.arange(-_FILTER_OFFSET, _FILTER_OFFSET + 1)  # filter support around each arrival
+# Per tap: -(-1)^n, and cos and sin of pi n / offset, for the angle-sum expansions below.
+_TAP_SIGN = -((-1.0) ** _TAPS)
+_TAP_COS, _TAP_SIN = np.cos(np.pi * _TAPS / _FILTER_OFFSET), np.sin(np.pi * _TAPS / _FILTER_OFFSET)
+
+
+def image_source_rir(start: np.ndarray, frac: np.ndarray, amplitudes: np.ndarray, shape: tuple) -> np.ndarray:
+    """Fractionally delayed impulses summed into an array of `shape`.
+
+    Impulse i arrives `frac[i]` in [0, 1) after flat index `start[i]` (row * width + whole
+    samples of delay, before the filter offset). Each is pyroomacoustics' filter, a Hann
+    window times a sinc at t = n - frac over taps n = -offset..offset:
+        sinc(t) = sin(pi t) / (pi t) = -(-1)^n sin(pi frac) / (pi t)
+        hann(t) = (1 + cos(pi n / offset) cos(pi frac / offset) + sin(pi n / offset) sin(pi frac / offset)) / 2
+    so trigonometry is evaluated once per impulse, not per tap (np.sinc and np.cos over every
+    tap took 0.5 ms a room).
+    """
+    theta = (np.pi / _FILTER_OFFSET) * frac
+    window = np.multiply.outer(np.cos(theta), _TAP_COS)
+    window += np.multiply.outer(np.sin(theta), _TAP_SIN)
+    window += 1
+    # sin(pi frac) = sin(pi (1 - frac)): the smaller argument keeps it accurate as frac nears 1 (t = 1 - frac near 0)
+    sine = np.sin(np.pi * np.minimum(frac, 1 - frac))
+    window *= np.multiply.outer(amplitudes * sine / (2 * np.pi), _TAP_SIGN)
+    t = _TAPS - frac[:, None]
+    whole = frac == 0  # a delay of whole samples: the sinc is 1 at t = 0 and 0 at every other tap
+    if whole.any():
+        t[whole, _FILTER_OFFSET] = 1.0
+        window[whole, _FILTER_OFFSET] = amplitudes[whole]
+    window /= t
+    flat = start[:, None] + (_TAPS + _FILTER_OFFSET)
     # bincount sums colliding indices like np.add.at, an order of magnitude faster.
-    out += np.bincount(flat.ravel(), (amplitudes[:, None] * np.sinc(t) * window).ravel(), out.size).reshape(out.shape)
+    return np.bincount(flat.ravel(), window.ravel(), shape[0] * shape[1]).reshape(shape)
 
 
-def _add_tails(
-    out: np.ndarray, start: np.ndarray, direct: np.ndarray, rt60: float, volume: float, rng: np.random.Generator
-) -> None:
-    """Adds the diffuse late reverberation from `start` (per row) on.
+def _tail_extents(
+    start: np.ndarray, direct: np.ndarray, rt60: float, volume: float, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, stop, envelope) of the diffuse late reverberation of each row.
 
     Image sources of a shoebox arrive at a rate of 4 pi c^3 t^2 / V per second, each with
     energy (decay / (c t))^2 in pyroomacoustics' amplitude convention, so the expected
     squared RIR is 4 pi c / (V fs) per sample times a decay of 60 dB per RT60, whatever the
     order. Gaussian noise with that envelope stands in for the orders not computed. A tail
-    stops 60 dB below its row's direct sound: further down lies below 16-bit resolution for
-    any SNR we mix at. (tests/test_rir.py checks the level against a full-order ISM.)
+    starts where the row's image sources end and stops 60 dB below its direct sound (or at
+    `width`): further down lies below 16-bit resolution for any SNR we mix at.
+    (tests/test_rir.py checks the level against a full-order ISM.)
     """
-    n = np.arange(out.shape[1], dtype=np.float64) - _FILTER_OFFSET  # samples since emission
+    n = np.arange(width, dtype=np.float64) - _FILTER_OFFSET  # samples since emission
     envelope = np.sqrt(4 * np.pi * SPEED_OF_SOUND / (volume * RATE)) * np.exp(-6.9078 * n / (rt60 * RATE))
-    noise = rng.standard_normal(out.shape, dtype=np.float32)
-    for row, s, floor, z in zip(out, start, direct * 1e-3, noise):
-        stop = s + int(np.searchsorted(-envelope[s:], -floor))
-        row[s:stop] += envelope[s:stop] * z[s:stop]
+    falling = -envelope  # ascending, for searchsorted
+    stop = np.array([s + int(np.searchsorted(falling[s:], -floor)) for s, floor in zip(start, direct * 1e-3)])
+    return start, stop, envelope
+
+
+def _add_tails(
+    out: np.ndarray, start: np.ndarray, stop: np.ndarray, envelope: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Adds each row's tail (see `_tail_extents`): the envelope times Gaussian noise from `rng`,
+    drawn for the tail samples only, row after row."""
+    noise = rng.standard_normal(int(np.sum(stop - start)), dtype=np.float32)
+    used = 0
+    for row, s, e in zip(out, start, stop):
+        row[s:e] += envelope[s:e] * noise[used : used + e - s]
+        used += e - s

@@ -161,3 +161,60 @@ def test_killed_noisify_resumes_to_the_same_result(tiny_run, tmp_path):
         assert (target / "noisy" / f"{condition}.jsonl").read_text() == (
             workdir / "noisy" / f"{condition}.jsonl"
         ).read_text()
+
+
+def test_choose_draws_what_generator_choice_draws():
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 9, 40):
+        p = rng.uniform(0, 1, size) * (rng.uniform(0, 1, size) > 0.3)
+        if p.sum() == 0:
+            p[0] = 1.0
+        p /= p.sum()
+        cdf = noisify.choice_cdf(p)
+        ours, theirs = np.random.default_rng(size), np.random.default_rng(size)
+        for _ in range(500):
+            assert noisify.choose(ours, cdf) == int(theirs.choice(size, p=p))
+            assert ours.random() == theirs.random()  # the streams stay in step
+
+
+def _plain_render(recipe, clean):
+    """render() the straightforward way: every source convolved on its own in float64."""
+    from scipy import signal
+
+    samples = clean.size
+    rirs = noisify.rir.impulse_responses(recipe["room"], recipe["max_order"])
+    delay = int(np.argmax(np.abs(rirs[0])))
+    sources = [clean.astype(np.float64)]
+    for spec in recipe["noises"]:
+        segment = noisify._segment(spec["audio"], spec["offset"], samples).astype(np.float64)
+        sources.append(segment / np.sqrt(np.mean(segment**2)) * 10 ** (spec["level_db"] / 20))
+    if recipe.get("loudspeaker"):
+        sources = list(noisify.loudspeaker(np.stack(sources), **recipe["loudspeaker"]))
+    wet = [signal.fftconvolve(s, h)[delay : delay + samples] for s, h in zip(sources, rirs)]
+    speech, noise = wet[0], np.sum(wet[1:], axis=0)
+    gain = np.sqrt(np.mean(speech**2) / np.mean(noise**2) * 10 ** (-recipe["snr_db"] / 10))
+    mix = speech + gain * noise
+    if "mic_self_noise_db" in recipe:
+        hiss = np.random.default_rng(recipe["mic_noise_seed"]).standard_normal(samples)
+        mix += hiss * np.sqrt(np.mean(speech**2) * 10 ** (-recipe["mic_self_noise_db"] / 10))
+    peak = np.max(np.abs(mix))
+    return mix * (0.95 / peak if peak > 0.95 else 1.0), delay, gain
+
+
+@pytest.mark.parametrize("condition", ["train_unlabelled", "test_rerecorded"])
+def test_batched_render_matches_separate_float64_convolutions(tiny_run, condition):
+    """One padded float32 FFT batch, with noise gains moved onto the responses, gives the mix
+    of separate float64 convolutions to well below 16-bit resolution."""
+    workdir, _ = tiny_run
+    records = manifest.read_manifest(workdir / "noisy" / f"{condition}.jsonl")
+    clean = manifest.by_id(manifest.read_manifest(workdir / "corpus" / f"{noisify.CONDITIONS[condition][0]}.jsonl"))
+    counts = set()
+    for record in records[:12]:
+        audio = audio_io.read_audio(clean[record["clean_id"]]["audio"])
+        ours, applied = noisify.render(record["mix"], audio)
+        expected, delay, gain = _plain_render(record["mix"], audio)
+        assert applied["delay_samples"] == delay
+        assert abs(applied["noise_gain"] / gain - 1) < 1e-4
+        assert np.max(np.abs(ours - expected)) < 2**-17, np.max(np.abs(ours - expected))
+        counts.add(len(record["mix"]["noises"]))
+    assert len(counts) >= 2  # several batch sizes (4 and 8 FFT rows)

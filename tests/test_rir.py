@@ -100,3 +100,86 @@ def test_rooms_keep_everything_inside():
 def test_same_room_same_rirs():
     room = _rooms(1)[0]
     assert np.array_equal(rir.impulse_responses(room, 3), rir.impulse_responses(room, 3))
+
+
+def test_inverse_sabine_is_pyroomacoustics():
+    rng = np.random.default_rng(7)
+    config = base_config().noisify
+    for ranges in (config.rooms.to_dict(), config.rerecorded_rooms.to_dict()):
+        for room in [rir.draw_room(rng, ranges, 1) for _ in range(200)]:
+            assert rir.inverse_sabine(room["rt60"], room["dimensions"]) == pra.inverse_sabine(
+                room["rt60"], room["dimensions"]
+            )
+
+
+def test_uniform_draws_what_generator_uniform_draws():
+    ours, theirs = np.random.default_rng(11), np.random.default_rng(11)
+    for bounds in [(0.0, 1.0), (0.3, 5.2), (-6.0, 6.0), (0, 2 * np.pi), (2.4, 2.4), (1.2, 1.8)] * 200:
+        assert rir.uniform(ours, bounds) == theirs.uniform(*bounds)
+
+
+def test_fractional_delay_filter_is_the_windowed_sinc():
+    """The angle-sum form of the filter equals pyroomacoustics' sinc times Hann window, whole-sample delays included."""
+    rng = np.random.default_rng(3)
+    offset = rir._FILTER_OFFSET
+    frac = np.concatenate([rng.uniform(0, 1, 300), [0.0, 0.5, 1 - 1e-12]])
+    amplitudes = rng.uniform(0.05, 2.0, frac.size)
+    width = 2 * offset + 1
+    start = np.arange(frac.size) * width  # one row per impulse, no overlaps
+    got = rir.image_source_rir(start, frac, amplitudes, (frac.size, width))
+    t = np.arange(-offset, offset + 1)[None, :] - frac[:, None]
+    expected = amplitudes[:, None] * np.sinc(t) * (0.5 + 0.5 * np.cos(np.pi * t / offset))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-13)
+
+
+def _plain_early_part(room, width, max_order=3):
+    """Per source: the image-source part summed image by image with np.sinc, where it ends, its direct amplitude."""
+    absorption, order = pra.inverse_sabine(room["rt60"], room["dimensions"])
+    offset = rir._FILTER_OFFSET
+    taps = np.arange(-offset, offset + 1)
+    rows, ends, directs = [], [], []
+    for source in [room["talker"], *room["noise_sources"]]:
+        images, damping = rir.image_sources(room["dimensions"], source, min(max_order, order), absorption)
+        distance = np.linalg.norm(images - np.asarray(room["microphone"])[:, None], axis=0)
+        delays = distance / rir.SPEED_OF_SOUND * rir.RATE
+        row = np.zeros(width)
+        for d, a in zip(delays, damping / distance):
+            t = taps - (d - np.floor(d))
+            row[int(d) : int(d) + 2 * offset + 1] += a * np.sinc(t) * (0.5 + 0.5 * np.cos(np.pi * t / offset))
+        rows.append(row)
+        ends.append(int(np.ceil(delays.max() + offset)))
+        directs.append(np.max(damping / distance))
+    return rows, ends, directs
+
+
+def test_rirs_match_the_straightforward_computation():
+    """The early part is the plain per-image sum; each tail runs from the end of its image sources
+    until its envelope falls to 1e-3 of the direct sound, filled with unit Gaussian noise; rows
+    are trimmed to the last non-zero sample."""
+    for room in _rooms(12, sources=3):
+        h = rir.impulse_responses(room, 3)
+        rate, offset = rir.RATE, rir._FILTER_OFFSET
+        rows, ends, directs = _plain_early_part(room, int(room["rt60"] * rate) + 1000)
+        width = int(max(ends) + room["rt60"] * rate) + offset + 2
+        n = np.arange(width) - offset
+        volume = np.prod(room["dimensions"])
+        envelope = np.sqrt(4 * np.pi * rir.SPEED_OF_SOUND / (volume * rate)) * np.exp(
+            -6.9078 * n / (room["rt60"] * rate)
+        )
+        extents = []
+        for k, (row, end, direct) in enumerate(zip(rows, ends, directs)):
+            below = np.nonzero(envelope[end:] <= 1e-3 * direct)[0]
+            stop = end + int(below[0]) if below.size else width
+            early = np.zeros(max(h.shape[1], row.size))
+            early[: row.size] = row
+            ours = np.zeros_like(early)
+            ours[: h.shape[1]] = h[k]
+            scale = np.abs(row).max()
+            np.testing.assert_allclose(ours[:end], early[:end], rtol=0, atol=1e-12 * scale)
+            np.testing.assert_allclose(ours[stop:], early[stop:], rtol=0, atol=1e-12 * scale)
+            noise = (ours[end:stop] - early[end:stop]) / envelope[end:stop]
+            assert np.all(noise != 0)
+            if noise.size > 200:
+                assert 0.85 < np.std(noise) < 1.15 and abs(np.mean(noise)) < 0.2
+            extents.append(max(stop, int(np.max(np.nonzero(row))) + 1))
+        assert h.shape[1] == max(extents)

@@ -56,6 +56,7 @@ STAGES: tuple[Stage, ...] = (
         ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
         deps=("corpus", "noise"),
         outputs=("noisy",),
+        version=2,  # RIR tails drawn for their own samples only, noise gains applied to the responses
     ),
     Stage(
         "align", _lazy("tsasr.hmm.stages", "align"), ("hmm",), deps=("corpus",), outputs=("lang", "align"), version=2

@@ -61,15 +61,17 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, rate: int = 16000) -
     is lost) and in float64 otherwise.
     """
     audio = np.asarray(audio)
-    pcm = np.array(audio, np.float32 if audio.dtype == np.float32 else np.float64, copy=True).reshape(-1)
-    pcm *= 32768.0
+    pcm = np.multiply(audio.reshape(-1), 32768.0, dtype=np.float32 if audio.dtype == np.float32 else np.float64)
     np.rint(pcm, out=pcm)
     np.clip(pcm, -32768, 32767, out=pcm)
-    data = pcm.astype("<i2").tobytes()
-    header = struct.pack(
+    size = 2 * pcm.size
+    blob = bytearray(44 + size)  # header and samples in one buffer, the samples cast straight into it
+    struct.pack_into(
         "<4sI4s4sIHHIIHH4sI",
+        blob,
+        0,
         b"RIFF",
-        36 + len(data),
+        36 + size,
         b"WAVE",
         b"fmt ",
         16,
@@ -80,10 +82,11 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, rate: int = 16000) -
         2,
         16,
         b"data",
-        len(data),
+        size,
     )
+    np.copyto(np.frombuffer(blob, "<i2", offset=44), pcm, casting="unsafe")
     with atomic_path(path) as tmp:
-        tmp.write_bytes(header + data)
+        tmp.write_bytes(blob)
 
 
 def _json_default(obj):

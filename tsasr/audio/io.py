@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import os
+import struct
 
 import numpy as np
 import soundfile
@@ -36,8 +37,46 @@ def resample(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndar
     return signal.resample_poly(audio, target // g, rate // g).astype(np.float32)
 
 
+# The fmt chunk of a 16 kHz mono 16-bit PCM wav (size, format, channels, rate, byte rate, block, bits).
+_PLAIN_FMT = struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, 2 * SAMPLE_RATE, 2, 16)
+
+
+def _read_plain_wav(path: str | os.PathLike, start: int, frames: int) -> np.ndarray | None:
+    """The samples of a 16 kHz mono 16-bit PCM wav with the plain 44-byte header (what tsasr
+    writes), or None for any other file, which soundfile reads instead.
+
+    The same float32 values as soundfile (int / 32768, exact), without its per-file cost of
+    opening the file through libsndfile (~0.2 ms against ~0.04 ms per utterance file).
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(44)
+            if (
+                len(header) < 44
+                or header[:4] != b"RIFF"
+                or header[8:16] != b"WAVEfmt "
+                or header[16:36] != _PLAIN_FMT
+                or header[36:40] != b"data"
+                or start < 0
+            ):
+                return None
+            total = min(struct.unpack_from("<I", header, 40)[0], os.fstat(f.fileno()).st_size - 44) // 2
+            start = min(start, total)
+            count = total - start if frames < 0 else min(frames, total - start)
+            f.seek(44 + 2 * start)
+            data = f.read(2 * count)
+    except OSError:
+        return None  # soundfile reports it
+    return np.multiply(np.frombuffer(data, "<i2", len(data) // 2), np.float32(1 / 32768), dtype=np.float32)
+
+
 def read_audio(path: str | os.PathLike, start: int = 0, frames: int = -1) -> np.ndarray:
     """Reads a mono file as float32 at 16 kHz; `start`/`frames` count samples at the file's rate."""
+    audio = _read_plain_wav(path, start, frames)
+    if audio is not None:
+        if audio.size == 0:
+            raise AudioError(f"{path}: empty audio")
+        return audio
     try:
         audio, rate = soundfile.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
