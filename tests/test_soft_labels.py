@@ -134,8 +134,48 @@ def test_host_top_k_matches_lax_top_k():
 
     from tsasr.distill import label
 
-    logits = np.random.default_rng(3).standard_normal((2, 50, 300)).astype(np.float32)
-    for k in (1, 20, 300):
-        ids, values = label.host_top_k(logits, k)
-        ref_values, ref_ids = jax.lax.top_k(logits, k)
-        assert np.array_equal(ids, np.asarray(ref_ids)) and np.array_equal(values, np.asarray(ref_values))
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((2, 50, 300)).astype(np.float32)
+    ties = np.round(rng.standard_normal((40, 300)) * 4).astype(np.float32) / 4  # many exact ties
+    ties[:4] = 1.0  # a row of one value
+    # Near-ties below the keys' resolution: the k-th place (redone from the full logits) and the
+    # order among the k (re-sorted) differ only in the low bits, where the keys hold the senone.
+    near = (np.float32(1.5) + np.float32(2**-20) * rng.permutation(300)).astype(np.float32)[None].repeat(4, 0)
+    signed = rng.standard_normal((4, 300)).astype(np.float32)
+    signed[:, :6] = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf]  # ordered as lax.top_k orders them
+    for x in (logits, ties, near, signed, -np.abs(logits)):
+        for k in (1, 20, 299, 300):
+            ids, values = label.host_top_k(x, k)
+            ref_values, ref_ids = jax.lax.top_k(x, k)
+            assert ids.dtype == np.int32 and values.dtype == np.float32
+            assert np.array_equal(ids, np.asarray(ref_ids))
+            assert np.array_equal(values.view(np.int32), np.asarray(ref_values).view(np.int32))  # bit for bit
+
+
+def test_cpu_labelling_matches_the_on_device_top_k(monkeypatch):
+    """label_features on CPU (the logits and their keys from the jit, numpy's top-k of the real
+    frames) against its GPU/TPU path (jax.lax.top_k inside the jit), on the same padded batches."""
+    import jax
+    import jax.numpy as jnp
+
+    from tsasr.distill import label
+    from tsasr.models import build_model
+
+    fields = {"name": "tdnn", "hidden": 32, "num_layers": 2, "input_context": (2, 2), "dilations": (0, 1)}
+    model = build_model({**fields, "subsampling": 1, "num_senones": 90})
+    key = jax.random.PRNGKey(0)
+    params = model.init({"params": key, "dropout": key}, jnp.zeros((1, 12, 16)), jnp.zeros((1, 12)))["params"]
+    rng = np.random.default_rng(4)
+    features = {
+        f"u{i}": rng.standard_normal((int(n), 16)).astype(np.float32) for i, n in enumerate(rng.integers(5, 70, 21))
+    }
+    for k in (7, 90):
+        labels = label.label_features(model, params, features, k, batch=4, bucket=32)
+        with monkeypatch.context() as m:
+            m.setattr(jax, "default_backend", lambda: "gpu")
+            reference = label.label_features(model, params, features, k, batch=4, bucket=32)
+        assert set(labels) == set(reference) == set(features)
+        for u, (ref_ids, ref_values) in reference.items():
+            ids, values = labels[u]
+            assert ids.shape == (len(features[u]), k) and np.array_equal(ids, ref_ids)
+            assert np.array_equal(values.view(np.int32), np.asarray(ref_values, np.float32).view(np.int32))

@@ -94,6 +94,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("teacher_ce", "teacher_seq"),
         outputs=("labels",),
         all_processes=True,
+        version=2,  # CPU top-k: equal logits by lower id, as jax.lax.top_k (argpartition's order before)
     ),
     Stage(
         "student_ce",

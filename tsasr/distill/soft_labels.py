@@ -92,27 +92,29 @@ class ShardWriter:
             raise SoftLabelError(f"utterance {utt_id!r}: teacher logits contain NaN or Inf")
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_senones):
             raise SoftLabelError(f"utterance {utt_id!r}: senone ids outside [0, {self.num_senones})")
-        ids = ids.astype(id_dtype(self.num_senones))
-        logits = logits.astype(np.float16)
-        crc = zlib.crc32(logits.tobytes(), zlib.crc32(ids.tobytes()))
+        ids = ids.astype(id_dtype(self.num_senones), order="C")
+        logits = logits.astype(np.float16, order="C")
+        crc = zlib.crc32(logits, zlib.crc32(ids))  # fresh C-contiguous arrays: hashed in place
         self._utterances[utt_id] = [self._frames, int(ids.shape[0]), crc]
         self._frames += ids.shape[0]
         self._ids.append(ids)
         self._logits.append(logits)
 
     def close(self) -> dict:
+        """Writes the ids blocks, then the logits blocks, hashing them as they go out (no blob copy)."""
         name = shard_name(self.index)
-        ids = np.concatenate(self._ids) if self._ids else np.zeros((0, self.k), id_dtype(self.num_senones))
-        logits = np.concatenate(self._logits) if self._logits else np.zeros((0, self.k), np.float16)
-        blob = ids.tobytes() + logits.tobytes()
+        blocks = self._ids + self._logits
+        digest = hashlib.sha256()
+        with wd.atomic_path(self.directory / f"{name}.bin") as tmp, open(tmp, "wb") as f:
+            for block in blocks:
+                digest.update(block)
+                f.write(block)
         meta = {
             "frames": self._frames,
-            "bytes": len(blob),
-            "sha256": hashlib.sha256(blob).hexdigest(),
+            "bytes": sum(block.nbytes for block in blocks),
+            "sha256": digest.hexdigest(),
             "utterances": self._utterances,
         }
-        with wd.atomic_path(self.directory / f"{name}.bin") as tmp:
-            tmp.write_bytes(blob)
         wd.write_json(self.directory / f"{name}.json", meta)  # written last: the shard is complete
         return meta
 
