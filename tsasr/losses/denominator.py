@@ -161,10 +161,13 @@ class DenominatorGraph:
             if c == len(class_first):
                 class_first.append(i)
             source_class[i] = c
-        class_arcs = [(c, s_dst[begin[i] : end[i]], s_weight[begin[i] : end[i]]) for c, i in enumerate(class_first)]
-        c_class = np.concatenate([np.full(len(d), c) for c, d, _ in class_arcs]) if class_arcs else np.zeros(0)
-        c_dst = np.concatenate([d for _, d, _ in class_arcs]) if class_arcs else np.zeros(0)
-        c_weight = np.concatenate([w for _, _, w in class_arcs]) if class_arcs else np.zeros(0)
+        # Each class keeps its first source's arcs; classes are numbered in order of first
+        # source, so those arcs come out sorted by class.
+        arc_source = np.repeat(np.arange(len(sources)), end - begin)
+        representative = np.zeros(len(sources), bool)
+        representative[class_first] = True
+        chosen = representative[arc_source]
+        c_class, c_dst, c_weight = source_class[arc_source[chosen]], s_dst[chosen], s_weight[chosen]
         by_class = np.argsort(source_class, kind="stable")
         by_dst = np.argsort(c_dst, kind="stable")
 
