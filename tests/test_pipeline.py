@@ -69,3 +69,37 @@ def test_write_audio_equals_the_standard_wave_writer(tmp_path):
     read, rate = soundfile.read(tmp_path / "ours" / "a.wav", dtype="int16")
     assert rate == 16000 and np.array_equal(read, pcm)
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["a.wav", "f32.wav"]  # no temporary left
+
+
+def test_results_keep_only_the_systems_of_the_config_as_run(tmp_path):
+    """results.json after a config change: a rerun stage's old rows go (a condition it no longer
+    scores too), rows of grid points no longer run and of stages not in the run go, others stay."""
+    from tsasr.decode import results as results_lib
+
+    def scorer(wers_by_system):
+        def run(config, workdir):
+            for system, wers in wers_by_system.items():
+                results_lib.update_results(workdir, system, wers)
+            return {}
+
+        return run
+
+    baseline = pipeline.Stage("baseline", scorer({"base": {"clean": 10.0}}), ("seed",), outputs=("decode/base",))
+
+    def grid(points):
+        rows = {f"g{p}": {"clean": 20.0 + p, **({"noisy": 40.0} if len(points) > 1 else {})} for p in points}
+        outputs = tuple(f"decode/g{p}" for p in points)
+        return pipeline.Stage("grid", scorer(rows), ("seed", "student"), deps=("baseline",), outputs=outputs)
+
+    config = tiny_config()
+    pipeline.run_stages(config, tmp_path, stages=(baseline, grid([1, 2])))
+    results_lib.update_results(tmp_path, "student_ce", {"clean": 5.0})  # e.g. another experiment's row
+    before = json.loads((tmp_path / "results.json").read_text())["systems"]
+    assert set(before) == {"base", "g1", "g2", "student_ce"}
+
+    changed = tiny_config(**{"--config.student.temperature": "3.0"})
+    report = pipeline.run_stages(changed, tmp_path, stages=(baseline, grid([1])))
+    assert report["baseline"]["status"] == "skipped" and report["grid"]["status"] == "ran"
+    systems = json.loads((tmp_path / "results.json").read_text())["systems"]
+    assert set(systems) == {"base", "g1"}
+    assert systems["g1"]["wer"] == {"clean": 21.0} and systems["base"]["wer"] == {"clean": 10.0}

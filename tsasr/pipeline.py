@@ -167,6 +167,29 @@ def stage_keys(config: ml_collections.ConfigDict, stages=STAGES) -> dict[str, st
     return keys
 
 
+def scored_systems(stage: Stage) -> tuple[str, ...]:
+    """The systems whose rows `stage` writes into results.json: its decode/<system> outputs."""
+    return tuple(o.split("/", 1)[1] for o in stage.outputs if o.startswith("decode/"))
+
+
+def _prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages, keys: dict[str, str]) -> None:
+    """Keeps results.json to the systems whose stage's outputs match the config as now keyed, among
+    this run's stages and the recipe's (a sweep keeps the recipe's students if their config is
+    the sweep's): rows of another grid, of another config's stage, or of a stage whose key has
+    changed and that has not run again are removed (their decode/ hypotheses stay on disk)."""
+    from tsasr.decode import results as results_lib
+
+    recipe_keys = stage_keys(config, STAGES)
+    current = set()
+    for stage, key in [(s, recipe_keys[s.name]) for s in STAGES] + [(s, keys[s.name]) for s in stages]:
+        marker = wd.read_marker(workdir, stage.name)
+        if marker and marker.get("key") == key:
+            current.update(scored_systems(stage))
+    removed = results_lib.remove_systems(workdir, keep=current)
+    if removed:
+        log.info("results.json: removed %s, not produced by this experiment as configured", ", ".join(removed))
+
+
 def run_stages(
     config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=STAGES, until: str | None = None
 ) -> dict[str, dict]:
@@ -195,6 +218,10 @@ def run_stages(
                 for sub in stage.outputs:
                     if (workdir / sub).exists():
                         shutil.rmtree(workdir / sub)
+                if index == 0 and scored_systems(stage):
+                    from tsasr.decode import results as results_lib
+
+                    results_lib.remove_systems(workdir, drop=scored_systems(stage))
                 wd.write_marker(workdir, f"{stage.name}.started", key, {})
             else:
                 log.info("stage %-10s resuming an interrupted run", stage.name)
@@ -211,4 +238,6 @@ def run_stages(
             _barrier(f"stage {stage.name}")
         if stage.name == until:
             break
+    if index == 0:
+        _prune_results(config, workdir, stages, keys)
     return report

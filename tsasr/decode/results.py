@@ -1,7 +1,9 @@
 """results.json: WER per system and test condition (the contract in DESIGN.md).
 
 Every scoring stage merges its rows here; the file is rewritten atomically so stages
-running one after another never lose each other's results.
+running one after another never lose each other's results. The runner keeps it to the
+systems of the experiment as now configured (tsasr.pipeline): a stage that starts afresh
+drops its old rows, and rows no current stage produced are removed at the end of a run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,23 @@ def update_results(
     results["relative_to_teacher"] = relative_to_teacher(systems)
     hmm_io.write_json(path, results)
     return results
+
+
+def remove_systems(workdir: pathlib.Path, keep=None, drop=()) -> list[str]:
+    """Removes from WORKDIR/results.json the systems in `drop` and, when `keep` is given, every
+    system not in it; recomputes relative_to_teacher. Returns the removed names (sorted)."""
+    path = pathlib.Path(workdir) / "results.json"
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())
+    systems = results.get("systems", {})
+    removed = sorted(s for s in systems if s in drop or (keep is not None and s not in keep))
+    if removed:
+        for name in removed:
+            del systems[name]
+        results["relative_to_teacher"] = relative_to_teacher(systems)
+        hmm_io.write_json(path, results)
+    return removed
 
 
 def relative_to_teacher(systems: dict) -> dict:
