@@ -50,6 +50,7 @@ def test_sigkilled_run_resumes_bit_for_bit(tmp_path):
     code, output = finish(killed)
     assert code == -signal.SIGKILL, output
     assert not (tmp_path / "killed" / "final_params.npz").exists()
+    logged_before_kill = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     resumed = spawn(tmp_path / "killed", 2, *common)
     for process in (whole, resumed):
         code, output = finish(process)
@@ -59,9 +60,13 @@ def test_sigkilled_run_resumes_bit_for_bit(tmp_path):
     assert sorted(expected.files) == sorted(got.files)
     for name in expected.files:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    # The restart really resumed (did not start over): its log restarts after step 1.
+    # Every step is logged once, in order: the steps the restart redid after its checkpoint
+    # replaced the killed run's lines. It really resumed (did not start over): the lines up to
+    # its checkpoint (step 10 or 15) are the killed run's own, frames_per_s and all.
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     steps = [r["step"] for r in metrics.read(str(tmp_path / "killed"))]
-    assert steps.count(1) == 1 and steps[-1] == 30
+    assert steps == [r["step"] for r in metrics.read(str(tmp_path / "whole"))] == list(range(1, 31))
+    assert len(logged_before_kill) >= 10 and lines[:10] == logged_before_kill[:10]
 
 
 def test_two_processes_match_one_process(tmp_path):

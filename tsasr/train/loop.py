@@ -120,7 +120,7 @@ def train(
     batches = batching.prefetch(batches_fn(start_step), lambda b: sharding_lib.global_batch(b, mesh), config.prefetch)
 
     compiled = {}  # Batch signature -> executable: each shape is traced exactly once.
-    writer = metrics_lib.MetricsWriter(workdir)
+    writer = metrics_lib.MetricsWriter(workdir, start_step)
     bar = tqdm.tqdm(
         total=config.num_steps,
         initial=start_step,

@@ -5,19 +5,33 @@ import os
 
 import jax
 
+from tsasr import workdir as wd
+
 
 class MetricsWriter:
-    """Appends to `metrics.jsonl` and writes TensorBoard scalars under `directory`."""
+    """Appends to `metrics.jsonl` and writes TensorBoard scalars under `directory`.
 
-    def __init__(self, directory: str):
+    A run resumed at `start_step` (its checkpoint's) redoes the steps after it: their lines
+    from the killed run are dropped from metrics.jsonl (rewritten atomically) and hidden in
+    TensorBoard (purge_step), so each step is logged once.
+    """
+
+    def __init__(self, directory: str, start_step: int = 0):
         self.active = jax.process_index() == 0
         self.path = os.path.join(directory, "metrics.jsonl")
         self._tensorboard = None
         if self.active:
             os.makedirs(directory, exist_ok=True)
+            if os.path.exists(self.path):
+                with open(self.path) as f:
+                    lines = f.readlines()
+                kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= start_step]
+                if len(kept) < len(lines):  # steps to redo, or a line cut short by the kill
+                    wd.write_text(self.path, "".join(kept))
             from tensorboardX import SummaryWriter  # Imported lazily: slow, process 0 only.
 
-            self._tensorboard = SummaryWriter(os.path.join(directory, "tensorboard"))
+            purge = {"purge_step": start_step + 1} if start_step else {}
+            self._tensorboard = SummaryWriter(os.path.join(directory, "tensorboard"), **purge)
 
     def write(self, step: int, scalars: dict) -> None:
         if not self.active:
