@@ -112,12 +112,15 @@ def _top_k_rows(logits: np.ndarray, rows: np.ndarray, keys: np.ndarray, k: int) 
     keys.partition(senones - k - 1, axis=1)
     top = np.sort(keys[:, senones - k - 1 :], axis=1)[:, ::-1]  # the top k descending, then the (k+1)-th
     ids = low - (top[:, :k] & low)
-    values = logits.reshape(-1)[ids + rows[:, None] * senones]
+    values = np.take(logits.reshape(-1), ids + rows[:, None] * senones)  # np.take: ~40% faster than [ ]
     high = top >> id_bits
-    redo = high[:, k - 1] == high[:, k]  # the k-th place is not decided by the high bits
-    resort = np.flatnonzero(np.any(high[:, 1:k] == high[:, : k - 1], axis=1) & ~redo)
-    if len(resort):
-        ids[resort], values[resort] = _sorted_top_k(values[resort], ids[resort], k, id_bits)
+    tied = high[:, 1:] == high[:, :-1]  # neighbours whose order the high bits do not decide
+    redo = tied[:, k - 1]  # the k-th place is not decided by the high bits
+    resort = np.flatnonzero(tied[:, : k - 1].any(axis=1) & ~redo)
+    if len(resort):  # tied neighbours are in ascending id already: a stable sort by full logit
+        order = np.argsort(~_total_order(values[resort].view(np.int32)), axis=1, kind="stable")
+        ids[resort] = np.take_along_axis(ids[resort], order, axis=1)
+        values[resort] = np.take_along_axis(values[resort], order, axis=1)
     redo = np.flatnonzero(redo)
     if len(redo):
         ids[redo], values[redo] = _sorted_top_k(logits[rows[redo]], all_ids[redo], k, id_bits)
