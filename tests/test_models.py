@@ -79,3 +79,46 @@ def test_build_model_names_bad_fields():
     with pytest.raises(ValueError, match="subsampling factor"):
         model = build_model(dict(name="tdnn", num_senones=3, subsampling=4))
         model.init(jax.random.PRNGKey(0), *inputs())
+
+
+@pytest.mark.parametrize("width", [15, 4, 1])
+def test_depthwise_conv_matches_xla_convolution_and_its_gradients(width):
+    """conformer.depthwise_conv (shifted sums, hand-written VJP) against a float64 numpy
+    correlation, and its gradients against autodiff of XLA's grouped convolution."""
+    from tsasr.models import conformer
+
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((3, 20, 6)).astype(np.float32)
+    kernel = rng.standard_normal((width, 6)).astype(np.float32)
+    left = (width - 1) // 2
+    padded = np.pad(x.astype(np.float64), ((0, 0), (left, width - 1 - left), (0, 0)))
+    expected = sum(padded[:, i : i + 20] * kernel[i].astype(np.float64) for i in range(width))
+    np.testing.assert_allclose(conformer.depthwise_conv(x, kernel), expected, rtol=1e-5, atol=1e-5)
+
+    def xla(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x, kernel[:, None], (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=6
+        )
+
+    cotangent = rng.standard_normal(x.shape).astype(np.float32)
+    ours = jax.vjp(conformer.depthwise_conv, x, kernel)[1](cotangent)
+    reference = jax.vjp(xla, x, kernel)[1](cotangent)
+    for got, want in zip(ours, reference):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conformer_depthwise_layer_is_nn_conv():
+    """Same parameter tree, initial weights and output as the nn.Conv it replaced."""
+    import flax.linen as nn
+
+    from tsasr.models import conformer
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 8))
+    ours = conformer.DepthwiseConv(8, 5)
+    theirs = nn.Conv(8, (5,), padding="SAME", feature_group_count=8)
+    params = ours.init(jax.random.PRNGKey(0), x)
+    reference = theirs.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)

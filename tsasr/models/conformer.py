@@ -11,6 +11,7 @@ HMM targets are at a 10-30 ms rate.
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,6 +53,61 @@ class FeedForward(nn.Module):
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
+def _shift_sum(x, kernel, left: int):
+    """sum_i x[:, t + i - left] * kernel[i] over the kernel's width, zeros beyond the edges, in f32."""
+    width, frames = kernel.shape[0], x.shape[1]
+    padded = jnp.pad(x, ((0, 0), (left, width - 1 - left), (0, 0))).astype(jnp.float32)
+    kernel = kernel.astype(jnp.float32)
+    return sum(padded[:, i : i + frames] * kernel[i] for i in range(width))
+
+
+@jax.custom_vjp
+def depthwise_conv(x, kernel):
+    """y[b, t, d] = sum_i x[b, t + i - (width - 1) // 2, d] * kernel[i, d], zeros beyond the edges:
+    nn.Conv(feature_group_count=dim, padding="SAME")'s cross-correlation, as `width` shifted
+    multiply-adds that XLA fuses into one loop. XLA's CPU convolution takes 12-22 ms for the
+    forward and 55 ms forward + backward of [8, 128, 256] at width 15; this 0.3 ms and 3 ms.
+    The hand-written VJP is the same form: dx correlates dy with the flipped kernel, and
+    dkernel[i] sums x shifted by i times dy (autodiff of the sum takes 14 ms).
+
+    x [batch, frames, dim], kernel [width, dim] -> [batch, frames, dim] in x's dtype.
+    """
+    return _shift_sum(x, kernel, (kernel.shape[0] - 1) // 2).astype(x.dtype)
+
+
+def _depthwise_conv_fwd(x, kernel):
+    return depthwise_conv(x, kernel), (x, kernel)
+
+
+def _depthwise_conv_bwd(residuals, dy):
+    x, kernel = residuals
+    width, frames = kernel.shape[0], x.shape[1]
+    left = (width - 1) // 2
+    dx = _shift_sum(dy, kernel[::-1], width - 1 - left).astype(x.dtype)
+    padded = jnp.pad(x, ((0, 0), (left, width - 1 - left), (0, 0))).astype(jnp.float32)
+    dy = dy.astype(jnp.float32)
+    dkernel = jnp.stack([jnp.sum(padded[:, i : i + frames] * dy, axis=(0, 1)) for i in range(width)])
+    return dx, dkernel.astype(kernel.dtype)
+
+
+depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise 1-D convolution over frames, 'SAME' padding: nn.Conv(features, (width,),
+    feature_group_count=features)'s parameters (kernel [width, 1, features], bias) and result,
+    computed by depthwise_conv."""
+
+    features: int
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.width, 1, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        return depthwise_conv(x, kernel[:, 0].astype(x.dtype)) + bias.astype(x.dtype)
+
+
 class ConvModule(nn.Module):
     dim: int
     kernel: int
@@ -61,7 +117,8 @@ class ConvModule(nn.Module):
     def __call__(self, x, mask, train):
         y = nn.glu(nn.Dense(2 * self.dim)(nn.LayerNorm()(x)), axis=-1)
         # Zero the pads so the depthwise convolution sees silence beyond the utterance.
-        y = nn.Conv(self.dim, (self.kernel,), padding="SAME", feature_group_count=self.dim)(y * mask)
+        # Named as nn.Conv was: checkpoints of earlier conformers load, and init draws the same weights.
+        y = DepthwiseConv(self.dim, self.kernel, name="Conv_0")(y * mask)
         y = nn.Dense(self.dim)(nn.swish(nn.LayerNorm()(y)))
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
