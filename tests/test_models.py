@@ -122,3 +122,48 @@ def test_conformer_depthwise_layer_is_nn_conv():
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_tdnn_layer_equals_flax_dense_relu_layernorm_and_its_gradients():
+    """tdnn.dense_relu_norm (hand-written VJP) against nn.Dense -> relu -> nn.LayerNorm with
+    the same parameters: outputs and every gradient; the model's parameter tree and initial
+    values are those of the flax modules it replaced."""
+    import flax.linen as nn
+
+    from tsasr.models import tdnn
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 12)).astype(np.float32)
+    x[:, 0] = 40.0  # some rows relu-dead on most units, some wide
+    kernel, bias = rng.standard_normal((12, 9)).astype(np.float32), rng.standard_normal(9).astype(np.float32)
+    scale, offset = rng.standard_normal(9).astype(np.float32), rng.standard_normal(9).astype(np.float32)
+    params = {"dense": {"kernel": kernel, "bias": bias}, "norm": {"scale": scale, "bias": offset}}
+
+    def reference(params, x):
+        y = nn.Dense(9).apply({"params": params["dense"]}, x)
+        return nn.LayerNorm().apply({"params": params["norm"]}, nn.relu(y))
+
+    def ours(params, x):
+        d, n = params["dense"], params["norm"]
+        return tdnn.dense_relu_norm(x, d["kernel"], d["bias"], n["scale"], n["bias"])
+
+    np.testing.assert_allclose(ours(params, x), reference(params, x), rtol=1e-4, atol=1e-4)
+    cotangent = rng.standard_normal((50, 9)).astype(np.float32)
+    got = jax.vjp(ours, params, x)[1](cotangent)
+    want = jax.vjp(reference, params, x)[1](cotangent)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3, err_msg=jax.tree_util.keystr(path))
+
+    class Reference(nn.Module):  # the layers as they were written before dense_relu_norm
+        @nn.compact
+        def __call__(self, x):
+            return nn.LayerNorm(name="norm_0")(nn.relu(nn.Dense(16, name="layer_0")(x)))
+
+    model = build_model({"name": "tdnn", "num_senones": 10, "hidden": 16, "num_layers": 1, "input_context": (0, 0)})
+    features, paddings = inputs()
+    ours_init = model.init(jax.random.PRNGKey(3), features, paddings)["params"]
+    ref_init = Reference().init(jax.random.PRNGKey(3), features)["params"]
+    for name in ("layer_0", "norm_0"):
+        assert jax.tree.map(jnp.shape, ours_init[name]) == jax.tree.map(jnp.shape, ref_init[name])
+        for a, b in zip(jax.tree.leaves(ours_init[name]), jax.tree.leaves(ref_init[name])):
+            np.testing.assert_array_equal(a, b)  # the same draws: the same initial model
