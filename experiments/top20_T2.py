@@ -2,14 +2,14 @@
 
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
-Runtime:  built-in corpus (1 h of speech), 2 idle CPU cores: 9.6 minutes (data 35 s, alignment
-          and GMM 50 s, teacher CE + LF-MMI 3.5 min, labels 15 s, student CE + LF-MMI 4.4 min);
+Runtime:  built-in corpus (1 h of speech), 2 idle CPU cores: 8.3 minutes (data 30 s, alignment
+          and GMM 50 s, teacher CE + LF-MMI 3.0 min, labels 14 s, student CE + LF-MMI 3.7 min);
           a second run with nothing changed: seconds.
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured:
-          teacher_ce 9.4 / 91.4 / 99.2, teacher_seq 9.3 / 91.9 / 99.3, student_ce
-          12.9 / 28.0 / 62.4, student_seq 12.6 / 28.5 / 62.6: the student is ~69 % (noisy)
-          and ~37 % (rerecorded) relatively better than the sequence-trained teacher, and
-          ~35 % worse on clean speech (bootstrap 95 % intervals about +-2 points clean,
+          teacher_ce 9.2 / 92.2 / 99.2, teacher_seq 9.4 / 92.0 / 99.5, student_ce
+          12.7 / 28.7 / 62.6, student_seq 12.5 / 29.1 / 61.4: the student is ~68 % (noisy)
+          and ~38 % (rerecorded) relatively better than the sequence-trained teacher, and
+          ~34 % worse on clean speech (bootstrap 95 % intervals about +-2 points clean,
           +-4 noisy, +-5 rerecorded).
 """
 
