@@ -60,7 +60,7 @@ def dense_relu_norm(x, kernel, bias, scale, offset):
     One TDNN layer, with a hand-written VJP: XLA's autodiff of the three ops (nn.Dense, relu,
     nn.LayerNorm) materialises broadcasts of the norm's statistics and scale and keeps extra
     [n, out] intermediates; this backward pass is one fused elementwise pass, then the two
-    matmuls (dx = dz kernel^T, dkernel = x^T dz). bench/train_step tdnn: 9 % faster step.
+    matmuls (dx = dz kernel^T, dkernel = x^T dz). bench/train_step tdnn: 11 % faster step.
     """
     return _dense_relu_norm_fwd(x, kernel, bias, scale, offset)[0]
 
