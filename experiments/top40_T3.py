@@ -6,7 +6,7 @@ Runtime:  as top20_T2.py; in its workdir (--workdir runs/top20_T2) the run takes
 Expected: measured on the built-in corpus, WER % clean / noisy / rerecorded: student_ce
           17.4 / 37.6 / 72.8, student_seq 15.6 / 34.2 / 69.7: the worst of the grid points
           measured, clearly worse than top20_T2 (student_seq 12.5 / 29.1 / 61.4) beyond the
-          bootstrap intervals: the flattest targets (40 senones at T = 3) teach the least.
+          bootstrap intervals, with the flattest targets of the grid (40 senones at T = 3).
 """
 
 from tsasr.config import base_config
