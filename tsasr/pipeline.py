@@ -180,9 +180,10 @@ def _prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, sta
     from tsasr.decode import results as results_lib
 
     recipe_keys = stage_keys(config, STAGES)
+    by_name = {s.name: (s, recipe_keys[s.name]) for s in STAGES} | {s.name: (s, keys[s.name]) for s in stages}
     current = set()
-    for stage, key in [(s, recipe_keys[s.name]) for s in STAGES] + [(s, keys[s.name]) for s in stages]:
-        marker = wd.read_marker(workdir, stage.name)
+    for name, (stage, key) in by_name.items():  # each stage's marker read once
+        marker = wd.read_marker(workdir, name)
         if marker and marker.get("key") == key:
             current.update(scored_systems(stage))
     removed = results_lib.remove_systems(workdir, keep=current)
