@@ -9,7 +9,11 @@ TDNN), same random batches and targets, same optimizer; compilation is excluded 
 is compiled and run once before timing). The two are measured in alternating rounds, so a
 machine whose load changes affects both; the figure is the median of the rounds' ratios.
 
-  python bench/sweep.py [--rounds 2] [--steps 3] [--senones 800]
+  python bench/sweep.py [--rounds 2] [--steps 3] [--senones 800] [--dtype float32]
+  python bench/sweep.py --rounds 5 --steps 30      # on a GPU: steps there take milliseconds
+
+On 2 CPU cores the students share no FLOPs and the figure is about 1; the vmapped step
+pays off on an accelerator, where one small student's step leaves the device mostly idle.
 
 A benchmark, never a test: numbers depend on the machine and its load.
 """
@@ -21,7 +25,6 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tsasr.distill import sweep
@@ -53,7 +56,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="steps per student per round")
     parser.add_argument("--senones", type=int, default=800)
+    parser.add_argument("--dtype", default="float32", choices=sorted(step_lib.COMPUTE_DTYPES))
     args = parser.parse_args()
+    dtype = step_lib.compute_dtype(args.dtype)
 
     cfg = ce_config()
     model = build_model({**cfg.model.to_dict(), "num_senones": args.senones})
@@ -70,13 +75,11 @@ def main() -> None:
     init_fn = sweep.make_init_fn(model, tx, len(members), FEATURE_DIM, init_rng)
     grid = jax.device_put(sweep.grid_arrays(members), replicated)
 
-    vmapped = sweep.jit_sweep_step(sweep.make_sweep_step(sweep.make_member_loss_fn(model), tx, schedule), mesh)
+    vmapped = sweep.jit_sweep_step(sweep.make_sweep_step(sweep.make_member_loss_fn(model, dtype), tx, schedule), mesh)
     stacked = jax.jit(init_fn, out_shardings=replicated)()
     singles = [
         step_lib.jit_train_step(
-            step_lib.make_train_step(
-                step_lib.make_loss_fn(model, 1, jnp.float32, m.top_k, m.temperature), tx, schedule
-            ),
+            step_lib.make_train_step(step_lib.make_loss_fn(model, 1, dtype, m.top_k, m.temperature), tx, schedule),
             mesh,
         )
         for m in members
@@ -130,6 +133,7 @@ def main() -> None:
                 "steps_per_student": args.steps,
                 "vmapped_student_frames_per_s": round(student_frames / best_vmapped, 1),
                 "compile_and_warmup_s": round(compile_seconds, 1),
+                "dtype": args.dtype,
                 "model": {**cfg.model.to_dict(), "num_senones": args.senones},
                 "batch": {"utterances": batch_size, "frames": frames, "stored_k": STORED_K},
                 "device": str(jax.devices()[0].device_kind),

@@ -3,14 +3,22 @@
 Prints ONE JSON object: per model (`lstm` 3x768, `tdnn` 6x1024 feed-forward with +-5
 frames spliced at the input, `conformer` 6 x 256-dim), `frames_per_s` of a full
 training step (forward, frame CE, backward, Adam with clipping), `mfu` (model FLOPs/s
-over the FLOP/s of a large f32 matmul measured in this process) and `vs_torch` (JAX
-frames/s / PyTorch frames/s for the same model, loss and optimizer, measured in
-alternating rounds in this process; null with a reason when torch is absent).
+over the FLOP/s of a large matmul in the compute dtype, measured in this process) and
+`vs_torch` (JAX frames/s / PyTorch frames/s for the same model, loss and optimizer,
+measured in alternating rounds in this process; null with a reason when torch is absent).
 
 Model FLOPs are counted analytically: 3x the forward matmul/conv/attention FLOPs
 (forward + two backward products), elementwise work excluded, as MFU is usually defined.
 
   python bench/train_step.py [--rounds 3] [--steps 3] [--models lstm,tdnn,conformer]
+  python bench/train_step.py --dtype bfloat16 --batch-scale 16 --steps 20   # on a GPU
+
+On a GPU both frameworks run there: JAX with tsasr's mixed precision (bf16 compute, f32
+params and optimizer, `--dtype bfloat16`), torch with `torch.autocast` to the same dtype;
+in float32 both may use TF32 matmuls (XLA's default on GPU; torch is told to allow it).
+A GPU step is timed as the mean of `--steps` back-to-back steps (dispatch is asynchronous,
+as in training); a CPU step as the fastest single step. `--batch-scale` multiplies the
+batch sizes below, since the CPU sizes leave a GPU mostly idle.
 
 `torch_peak_matmul_flops_per_s` (the same 2048^2 f32 matmul in torch) and
 `matmul_vs_torch` put vs_torch in context: on a CPU where XLA's matmul kernels are slower
@@ -71,9 +79,18 @@ def forward_flops(name, size, batch, frames):
     return 2 * n * FEATURE_DIM * d + size["num_layers"] * per_layer + 2 * n * d * SENONES
 
 
-def matmul_peak(size=2048, repeats=5):
-    """FLOP/s of a large f32 matmul on this machine, now."""
-    a = jnp.ones((size, size), jnp.float32)
+def on_gpu():
+    return jax.default_backend() == "gpu"
+
+
+def matmul_size():
+    return 8192 if on_gpu() else 2048
+
+
+def matmul_peak(dtype, repeats=5):
+    """FLOP/s of a large matmul in `dtype` on this machine, now (random operands)."""
+    size = matmul_size()
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     matmul(a, a).block_until_ready()
     best = float("inf")
@@ -84,14 +101,17 @@ def matmul_peak(size=2048, repeats=5):
     return 2 * size**3 / best
 
 
-def torch_matmul_peak(torch, size=2048, repeats=5):
+def torch_matmul_peak(torch, dtype, device, repeats=5):
     """FLOP/s of the same matmul in torch."""
-    a = torch.ones((size, size), dtype=torch.float32)
+    size = matmul_size()
+    a = torch.randn((size, size), dtype=getattr(torch, dtype), device=device)
     torch.mm(a, a)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, a)
+        if device == "cuda":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
@@ -108,7 +128,7 @@ def synthetic_batch(batch, frames, seed=0):
 class JaxRunner:
     """The real tsasr train step (jitted, donated state), on all local devices."""
 
-    def __init__(self, name, spec):
+    def __init__(self, name, spec, dtype):
         self.model = build_model(dict(name=name, num_senones=SENONES, **spec["size"]))
         mesh = sharding.data_mesh()
         tx, schedule = optim.make_optimizer(optim.default_config(), 1000)
@@ -116,7 +136,9 @@ class JaxRunner:
         self.state = jax.device_put(state_lib.create(params["params"], tx), sharding.replicated(mesh))
         self.batch = sharding.global_batch(synthetic_batch(spec["batch"], spec["frames"]), mesh)
         self.rng = jax.random.PRNGKey(1)
-        step = step_lib.make_train_step(step_lib.make_loss_fn(self.model, 1), tx, schedule)
+        step = step_lib.make_train_step(
+            step_lib.make_loss_fn(self.model, 1, step_lib.compute_dtype(dtype)), tx, schedule
+        )
         self.step = step_lib.jit_train_step(step, mesh).lower(self.state, self.batch, self.rng).compile()
         self.run(2)
 
@@ -126,7 +148,7 @@ class JaxRunner:
         jax.block_until_ready(measurements["loss"])
 
 
-def torch_runner(name, spec):
+def torch_runner(name, spec, dtype, device):
     """The same model, loss and optimizer in PyTorch; returns run(steps)."""
     import torch
     from torch import nn
@@ -199,26 +221,36 @@ def torch_runner(name, spec):
             ],
             nn.Linear(d, SENONES),
         )
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = synthetic_batch(spec["batch"], spec["frames"])
-    features = torch.from_numpy(batch["features"])
-    senones = torch.from_numpy(batch["senones"]).long()
+    features = torch.from_numpy(batch["features"]).to(device)
+    senones = torch.from_numpy(batch["senones"]).long().to(device)
+    autocast = torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32")
 
     def run(steps):
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            logits = model(features)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, SENONES), senones.reshape(-1))
+            with autocast:
+                logits = model(features)
+            loss = nn.functional.cross_entropy(logits.float().reshape(-1, SENONES), senones.reshape(-1))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     run(2)
     return run
 
 
-def fastest_step(run, steps):
-    """Seconds of the fastest of `steps` single steps: the least disturbed by other load."""
+def step_seconds(run, steps):
+    """Seconds per step: on a GPU the mean of `steps` back-to-back steps; on a CPU the
+    fastest of `steps` single steps, the least disturbed by other load."""
+    if on_gpu():
+        start = time.perf_counter()
+        run(steps)
+        return (time.perf_counter() - start) / steps
     best = float("inf")
     for _ in range(steps):
         start = time.perf_counter()
@@ -232,43 +264,54 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="steps per round; the fastest single step counts")
     parser.add_argument("--models", default="lstm,tdnn,conformer")
+    parser.add_argument("--dtype", default="float32", choices=sorted(step_lib.COMPUTE_DTYPES))
+    parser.add_argument("--batch-scale", type=int, default=1, help="multiplies every model's batch size")
     args = parser.parse_args()
+    device = "cuda" if on_gpu() else "cpu"
     try:
         import torch
 
         torch.set_num_threads(os.cpu_count())
-        torch_reason = None
+        if device == "cuda" and not torch.cuda.is_available():
+            torch, torch_reason = None, "JAX runs on a GPU that this torch build cannot use"
+        else:
+            torch_reason = None
+            torch.backends.cuda.matmul.allow_tf32 = True  # XLA's default precision on GPU.
     except ImportError:
         torch, torch_reason = None, "torch is not installed (pip install torch==2.13.0)"
 
-    peak = matmul_peak()
-    torch_peak = torch_matmul_peak(torch) if torch else None
+    peak = matmul_peak(args.dtype)
+    torch_peak = torch_matmul_peak(torch, args.dtype, device) if torch else None
     result = {
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "backend": jax.default_backend(),
+        "versions": {"jax": jax.__version__, "torch": torch.__version__ if torch else None},
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "dtype": "float32",
+        "dtype": args.dtype,
+        "batch_scale": args.batch_scale,
         "senones": SENONES,
+        "peak_matmul_size": matmul_size(),
         "peak_matmul_flops_per_s": peak,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
     }
     for name in args.models.split(","):
-        spec = MODELS[name]
+        spec = {**MODELS[name], "batch": MODELS[name]["batch"] * args.batch_scale}
         frames = spec["batch"] * spec["frames"]
-        jax_runner = JaxRunner(name, spec)
-        run_torch = torch_runner(name, spec) if torch else None
+        jax_runner = JaxRunner(name, spec, args.dtype)
+        run_torch = torch_runner(name, spec, args.dtype, device) if torch else None
         jax_time = torch_time = float("inf")
         for _ in range(args.rounds):
             # Alternate JAX, torch and the matmul peak so that all three see the same
             # background load, and keep each one's best: the machine may be shared.
-            jax_time = min(jax_time, fastest_step(jax_runner.run, args.steps))
+            jax_time = min(jax_time, step_seconds(jax_runner.run, args.steps))
             if run_torch:
-                torch_time = min(torch_time, fastest_step(run_torch, args.steps))
-            peak = max(peak, matmul_peak())
+                torch_time = min(torch_time, step_seconds(run_torch, args.steps))
+            peak = max(peak, matmul_peak(args.dtype))
             if torch:
-                torch_peak = max(torch_peak, torch_matmul_peak(torch))
+                torch_peak = max(torch_peak, torch_matmul_peak(torch, args.dtype, device))
         jax_fps = frames / jax_time
         model_flops = 3 * forward_flops(name, spec["size"], spec["batch"], spec["frames"])
         entry = {
