@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
 import pytest
 
 from tsasr import config as config_lib
 from tsasr import pipeline
+
+# Tests check algorithms against float32/float64 references: on a GPU, multiply in full
+# float32 rather than XLA's default TF32 (a no-op on the CPU).
+jax.config.update("jax_default_matmul_precision", "float32")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "top20_T2.py"
