@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import json
 import logging
-import os
 import pathlib
 import re
 
@@ -30,28 +28,6 @@ log = logging.getLogger(__name__)
 
 class BadInputError(ValueError):
     """Raised with on_bad_input='stop': names the item and what is wrong with it."""
-
-
-def _raw_records(path: pathlib.Path) -> list[dict]:
-    if not path.exists():
-        raise BadInputError(f"{path}: manifest not found")
-    base = path.parent.resolve()
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BadInputError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict) or "id" not in record or "audio" not in record:
-                raise BadInputError(f"{path}:{number}: each line needs an object with 'id' and 'audio'")
-            if not os.path.isabs(record["audio"]):
-                record["audio"] = str(base / record["audio"])
-            record["_where"] = f"{path.name}:{number}"
-            out.append(record)
-    return out
 
 
 def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: str) -> dict:
@@ -116,7 +92,10 @@ def validate(
     """Checks every line of a user manifest; returns the good records and counts of skips by reason."""
     if on_bad_input not in ("skip", "stop"):
         raise ValueError(f"on_bad_input must be 'skip' or 'stop', not {on_bad_input!r}")
-    raw = _raw_records(path)
+    try:
+        raw = manifest.read_manifest(path, required=("id", "audio"), where=True)
+    except manifest.ManifestError as err:
+        raise BadInputError(str(err)) from err
     seen, unique = set(), []
     skipped = collections.Counter()
     for record in raw:

@@ -91,6 +91,18 @@ def test_stop_policy_names_the_first_bad_item(user_data, tmp_path):
         _validate(user_data, tmp_path / "again", policy="stop")
 
 
+def test_malformed_manifest_lines_name_the_file_and_line(user_data, tmp_path):
+    lines = user_data.read_text().splitlines()
+    user_data.write_text("\n".join(lines[:2] + ['{"id": "c-1", "audio": "good.wav", "text": '] + lines[2:]) + "\n")
+    with pytest.raises(user_corpus.BadInputError, match=r"train.jsonl:3: not valid JSON"):
+        _validate(user_data, tmp_path)
+    user_data.write_text("\n".join(lines[:1] + ['{"id": "c-2", "text": "no audio"}']) + "\n")
+    with pytest.raises(user_corpus.BadInputError, match=r"train.jsonl:2: utterance 'c-2' lacks audio"):
+        _validate(user_data, tmp_path)
+    with pytest.raises(user_corpus.BadInputError, match="nowhere.jsonl: manifest not found"):
+        _validate(tmp_path / "nowhere.jsonl", tmp_path)
+
+
 def test_other_rates_are_resampled_on_read_and_logged_once(user_data, caplog):
     audio_io._note_resampling.cache_clear()
     path = user_data.parent / "rate44k.wav"

@@ -21,8 +21,11 @@ class ManifestError(ValueError):
     """A malformed manifest line, with the file and line number in the message."""
 
 
-def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> list[dict]:
-    """Reads a JSONL manifest; `audio` paths come back absolute."""
+def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED, *, where: bool = False) -> list[dict]:
+    """Reads a JSONL manifest; `audio` paths come back absolute.
+
+    where: also give each record `_where`, "<file name>:<line number>", for messages about it.
+    """
     path = pathlib.Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
@@ -41,6 +44,8 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED)
             missing = [k for k in required if k not in record]
             if missing:
                 raise ManifestError(f"{path}:{number}: utterance {record.get('id')!r} lacks {', '.join(missing)}")
+            if where:
+                record["_where"] = f"{path.name}:{number}"
             records.append(_map_audio(record, lambda p: p if os.path.isabs(p) else str((base / p).resolve())))
     return records
 
