@@ -278,22 +278,9 @@ def train(train_cfg, model, batcher, members, out: pathlib.Path, *, mesh=None):
                     raise FloatingPointError(f"sweep member {member.system}: {err}") from None
             window.append(measurements)
             if (step + 1) % train_cfg.log_every == 0 or step + 1 == train_cfg.num_steps:
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                frames = np.stack([w["num_frames"] for w in window])  # [steps, members]
-                weights = frames + 1e-9
+                elapsed = time.perf_counter() - window_start
                 for m, writer in enumerate(writers):
-                    writer.write(
-                        step + 1,
-                        {
-                            "loss": np.average([w["loss"][m] for w in window], weights=weights[:, m]),
-                            "frame_accuracy": np.average(
-                                [w["frame_accuracy"][m] for w in window], weights=weights[:, m]
-                            ),
-                            "grad_norm": window[-1]["grad_norm"][m],
-                            "learning_rate": window[-1]["learning_rate"][m],
-                            "frames_per_s": frames[:, m].sum() / elapsed,
-                        },
-                    )
+                    writer.write(step + 1, metrics_lib.window_summary(window, elapsed, member=m))
                 window.clear()
                 window_start = time.perf_counter()
 

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import tqdm
 
 from tsasr.data import batching
@@ -140,17 +138,7 @@ def train(
             step_lib.check_finite(step, measurements, ids)
             window.append(measurements)
             if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps:
-                elapsed = time.perf_counter() - window_start
-                frames = sum(float(m["num_frames"]) for m in window)
-                scalars = {
-                    k: np.average(
-                        [float(m[k]) for m in window], weights=[float(m["num_frames"]) + 1e-9 for m in window]
-                    )
-                    for k in ("loss", "frame_accuracy")
-                }
-                scalars["grad_norm"] = float(window[-1]["grad_norm"])
-                scalars["learning_rate"] = float(window[-1]["learning_rate"])
-                scalars["frames_per_s"] = frames / max(elapsed, 1e-9)
+                scalars = metrics_lib.window_summary(window, time.perf_counter() - window_start)
                 writer.write(step + 1, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", frames_per_s=f"{scalars['frames_per_s']:.0f}")
                 window.clear()

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 
 from tsasr import workdir as wd
 
@@ -45,6 +46,24 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def window_summary(window: list[dict], elapsed: float, member: int | None = None) -> dict:
+    """The scalars of one metrics line from the host measurements of the steps since the last.
+
+    loss and frame_accuracy are averaged over the window's frames; grad_norm and
+    learning_rate are the last step's; frames_per_s counts the window's frames over
+    `elapsed` seconds. `member` picks one student of a sweep's measurements, whose every
+    value has a leading member axis.
+    """
+    value = (lambda m, k: float(m[k])) if member is None else (lambda m, k: float(m[k][member]))
+    frames = [value(m, "num_frames") for m in window]
+    weights = [f + 1e-9 for f in frames]
+    scalars = {k: np.average([value(m, k) for m in window], weights=weights) for k in ("loss", "frame_accuracy")}
+    scalars["grad_norm"] = value(window[-1], "grad_norm")
+    scalars["learning_rate"] = value(window[-1], "learning_rate")
+    scalars["frames_per_s"] = sum(frames) / max(elapsed, 1e-9)
+    return scalars
 
 
 def read(directory: str) -> list[dict]:
