@@ -2,9 +2,9 @@
 
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
-Runtime:  built-in corpus (1 h of speech), 2 idle CPU cores: 8.3 minutes (data 30 s, alignment
+Runtime:  built-in corpus (1 h of speech), 2 idle CPU cores: 7.4-8.3 minutes (data 30 s, alignment
           and GMM 50 s, teacher CE + LF-MMI 3.0 min, labels 14 s, student CE + LF-MMI 3.7 min);
-          a second run with nothing changed: seconds.
+          a second run with nothing changed: seconds. One H100 GPU (16 CPU cores): 193 s.
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured:
           teacher_ce 9.2 / 92.2 / 99.2, teacher_seq 9.4 / 92.0 / 99.5, student_ce
           12.7 / 28.7 / 62.6, student_seq 12.5 / 29.1 / 61.4: the student is ~68 % (noisy)
