@@ -262,7 +262,9 @@ def step_seconds(run, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="steps per round; the fastest single step counts")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="steps per round: the fastest single one counts (CPU), their mean (GPU)"
+    )
     parser.add_argument("--models", default="lstm,tdnn,conformer")
     parser.add_argument("--dtype", default="float32", choices=sorted(step_lib.COMPUTE_DTYPES))
     parser.add_argument("--batch-scale", type=int, default=1, help="multiplies every model's batch size")
