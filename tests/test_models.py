@@ -63,11 +63,43 @@ def test_lstm_custom_vjp_matches_autodiff():
     w_h = 0.5 * jax.random.normal(keys[1], (5, 4 * 5))
     probe = jax.random.normal(keys[2], (9, 3, 5))
     custom = lambda xw, w_h: jnp.sum(probe * lstm.lstm_recurrence(xw, w_h, 4))
-    plain = lambda xw, w_h: jnp.sum(probe * lstm._forward(xw, w_h, 1)[0])
+    plain = lambda xw, w_h: jnp.sum(probe * jnp.swapaxes(lstm._forward(xw, w_h, 1)[0], 1, 2))
     custom_value, custom_grads = jax.jit(jax.value_and_grad(custom, (0, 1)))(xw, w_h)
     plain_value, plain_grads = jax.jit(jax.value_and_grad(plain, (0, 1)))(xw, w_h)
     np.testing.assert_allclose(custom_value, plain_value, rtol=1e-6)
     for got, want in zip(custom_grads, plain_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_layer_matches_float64_reference():
+    """LstmLayer (feature-major scan, custom VJP) against a numpy float64 LSTM in PyTorch's
+    gate order (i, f, g, o), zero initial state, on its own initialised parameters."""
+    x = np.random.default_rng(0).standard_normal((2, 7, 6)).astype(np.float32)
+    layer = lstm.LstmLayer(hidden=5, unroll=2)
+    variables = layer.init(jax.random.PRNGKey(3), x)
+    got = np.asarray(jax.jit(layer.apply)(variables, x))
+    params = jax.tree.map(lambda p: np.asarray(p, np.float64), variables["params"])
+    w_x, b, w_h = params["input"]["kernel"], params["input"]["bias"], params["recurrent"]
+    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
+    h, c, want = np.zeros((2, 5)), np.zeros((2, 5)), []
+    for t in range(7):
+        i, f, g, o = np.split(x[:, t].astype(np.float64) @ w_x + b + h @ w_h, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        want.append(h)
+    np.testing.assert_allclose(got, np.stack(want, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_tdnn_output_dense_vjp_matches_autodiff():
+    from tsasr.models import tdnn
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    x, kernel, bias = (jax.random.normal(k, s) for k, s in zip(keys, [(7, 4), (4, 3), (3,)]))
+    probe = jax.random.normal(keys[3], (7, 3))
+    custom = jax.value_and_grad(lambda *a: jnp.sum(probe * tdnn.dense(*a)), (0, 1, 2))(x, kernel, bias)
+    plain = jax.value_and_grad(lambda x, k, b: jnp.sum(probe * (x @ k + b)), (0, 1, 2))(x, kernel, bias)
+    np.testing.assert_allclose(custom[0], plain[0], rtol=1e-6)
+    for got, want in zip(custom[1], plain[1]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
