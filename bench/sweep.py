@@ -29,7 +29,7 @@ import numpy as np
 
 from tsasr.distill import sweep
 from tsasr.models import build_model
-from tsasr.train import optim, sharding, step as step_lib
+from tsasr.train import malloc, optim, sharding, step as step_lib
 from tsasr.train.config import ce_config
 
 GRID = [{"top_k": k, "temperature": t} for k in (5, 10, 20, 40) for t in (1.0, 2.0, 3.0)]
@@ -52,6 +52,7 @@ def random_batch(rng, batch_size: int, frames: int, senones: int) -> dict:
 
 
 def main() -> None:
+    malloc.tune()  # as tsasr.run does, before JAX starts its threads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="steps per student per round")

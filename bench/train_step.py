@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tsasr.models import build_model
-from tsasr.train import optim, sharding, state as state_lib, step as step_lib
+from tsasr.train import malloc, optim, sharding, state as state_lib, step as step_lib
 
 FEATURE_DIM = 64
 SENONES = 2000
@@ -260,6 +260,7 @@ def step_seconds(run, steps):
 
 
 def main():
+    malloc.tune()  # as tsasr.run does, before JAX starts its threads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(

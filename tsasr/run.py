@@ -16,6 +16,7 @@ from tsasr import config as config_lib
 from tsasr import parallel, pipeline
 from tsasr import workdir as wd
 from tsasr.report import write_report
+from tsasr.train import malloc
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -65,6 +66,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    malloc.tune()  # before JAX starts its threads
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = config_lib.experiment_config(args.experiment, tiny_run=args.tiny, overrides=overrides)
