@@ -37,8 +37,9 @@ def tune() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only: other C libraries have other knobs.
-    except (OSError, AttributeError):
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: other C libraries have other knobs.
         return False
     applied = all(libc.mallopt(parameter, value) == 1 for parameter, value in SETTINGS)
     if not applied:
