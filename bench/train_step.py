@@ -20,6 +20,10 @@ A GPU step is timed as the mean of `--steps` back-to-back steps (dispatch is asy
 as in training); a CPU step as the fastest single step. `--batch-scale` multiplies the
 batch sizes below, since the CPU sizes leave a GPU mostly idle.
 
+Like `python -m tsasr.run`, the benchmark first sets glibc's malloc to keep and reuse freed
+memory (tsasr.train.malloc; TSASR_MALLOC_TUNING=0 turns it off). It applies to torch too,
+which runs in the same process.
+
 `torch_peak_matmul_flops_per_s` (the same 2048^2 f32 matmul in torch) and
 `matmul_vs_torch` put vs_torch in context: on a CPU where XLA's matmul kernels are slower
 than torch's, no model can reach vs_torch = 1 by its own code alone. XLA CPU options
@@ -260,7 +264,7 @@ def step_seconds(run, steps):
 
 
 def main():
-    malloc.tune()  # as tsasr.run does, before JAX starts its threads
+    tuned = malloc.tune()  # as tsasr.run does, before JAX starts its threads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -292,6 +296,7 @@ def main():
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "malloc_tuned": tuned,
         "dtype": args.dtype,
         "batch_scale": args.batch_scale,
         "senones": SENONES,

@@ -90,17 +90,23 @@ def test_lstm_layer_matches_float64_reference():
     np.testing.assert_allclose(got, np.stack(want, axis=1), rtol=1e-5, atol=1e-6)
 
 
-def test_tdnn_output_dense_vjp_matches_autodiff():
-    from tsasr.models import tdnn
+def test_dense_is_nn_dense_with_the_same_gradients():
+    """models.Dense against flax's nn.Dense: same parameter tree and initial values, same
+    result, and its hand-written VJP against nn.Dense's autodiff (inputs with a time axis)."""
+    import flax.linen as nn
 
-    keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    x, kernel, bias = (jax.random.normal(k, s) for k, s in zip(keys, [(7, 4), (4, 3), (3,)]))
-    probe = jax.random.normal(keys[3], (7, 3))
-    custom = jax.value_and_grad(lambda *a: jnp.sum(probe * tdnn.dense(*a)), (0, 1, 2))(x, kernel, bias)
-    plain = jax.value_and_grad(lambda x, k, b: jnp.sum(probe * (x @ k + b)), (0, 1, 2))(x, kernel, bias)
+    from tsasr.models.dense import Dense
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 4))
+    probe = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 3))
+    ours, flax_dense = Dense(3, bias_init=nn.initializers.ones), nn.Dense(3, bias_init=nn.initializers.ones)
+    params = ours.init(jax.random.PRNGKey(2), x)
+    flax_params = flax_dense.init(jax.random.PRNGKey(2), x)
+    jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+    custom = jax.value_and_grad(lambda p, x: jnp.sum(probe * ours.apply(p, x)), (0, 1))(params, x)
+    plain = jax.value_and_grad(lambda p, x: jnp.sum(probe * flax_dense.apply(p, x)), (0, 1))(params, x)
     np.testing.assert_allclose(custom[0], plain[0], rtol=1e-6)
-    for got, want in zip(custom[1], plain[1]):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6), custom[1], plain[1])
 
 
 def test_build_model_names_bad_fields():

@@ -3,7 +3,8 @@
 Speed on CPU is the point of the custom layer here. A generic `nn.RNN(LSTMCell)` runs
 one [batch, in+hidden] x [in+hidden, 4*hidden] matmul per frame inside a scan, and its
 autodiff accumulates dW per frame inside the reverse scan. This layer
-  1. hoists the input projection x.W_x for all frames out of the scan: one big matmul;
+  1. hoists the input projection x.W_x for all frames out of the scan: one big matmul
+     (models.dense, whose weight gradient runs on XLA's fast CPU matmul path);
   2. scans only the recurrent product (plus the gate nonlinearities), feature-major:
      z_t = W_h^T h_t with the state h_t as [hidden, batch], so that the batch is the
      short minor dimension. XLA's CPU matmul runs this [4h, h] x [h, batch] product
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from tsasr.models import subsampling
+from tsasr.models.dense import Dense
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +136,7 @@ class LstmLayer(nn.Module):
             del key
             return jnp.zeros(shape, dtype).at[self.hidden : 2 * self.hidden].set(1.0)
 
-        xw = nn.Dense(4 * self.hidden, bias_init=bias_init, name="input")(x)
+        xw = Dense(4 * self.hidden, bias_init=bias_init, name="input")(x)
         w_h = self.param("recurrent", nn.initializers.orthogonal(), (self.hidden, 4 * self.hidden), jnp.float32).astype(
             xw.dtype
         )

@@ -5,7 +5,7 @@ layer optionally splices its input at offsets (-d, 0, +d) (a dilated TDNN layer)
 a dense layer. Splicing is a concatenation of shifted copies followed by one big matmul,
 which is what makes this model run near the machine's matmul peak; each layer's matmul,
 relu and LayerNorm have one hand-written VJP (dense_relu_norm), and so does the output
-layer (dense).
+layer (models.dense).
 """
 
 import dataclasses
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from tsasr.models import subsampling
+from tsasr.models.dense import Dense
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,34 +91,6 @@ def _dense_relu_norm_bwd(residuals, dy):
 dense_relu_norm.defvjp(_dense_relu_norm_fwd, _dense_relu_norm_bwd)
 
 
-@jax.custom_vjp
-def dense(x, kernel, bias):
-    """x [n, in] @ kernel [in, out] + bias: nn.Dense over rows, for the output layer.
-
-    The hand-written VJP computes the weight gradient as (x^T) dy with x^T materialised
-    behind an optimization barrier. Autodiff's form, a dot contracting the row dimension of
-    both operands, goes to XLA's CPU Eigen path with a transposed copy of the [n, senones]
-    cotangent (about 43 GFLOP/s on 2 AVX2 cores for the TDNN's 2048 x 1024 x 2000 product);
-    this form goes to its YNNPACK matmul (about 69). bench/train_step tdnn: 2 % faster step.
-    """
-    return jnp.dot(x, kernel) + bias
-
-
-def _dense_fwd(x, kernel, bias):
-    return dense(x, kernel, bias), (x, kernel)
-
-
-def _dense_bwd(residuals, dy):
-    x, kernel = residuals
-    dx = jax.lax.dot_general(dy, kernel, (((1,), (1,)), ((), ())))
-    dkernel = jnp.dot(jax.lax.optimization_barrier(x.T), dy, preferred_element_type=jnp.float32)
-    dbias = jnp.sum(dy.astype(jnp.float32), axis=0)
-    return dx.astype(x.dtype), dkernel.astype(kernel.dtype), dbias.astype(kernel.dtype)
-
-
-dense.defvjp(_dense_fwd, _dense_bwd)
-
-
 class _DenseParams(nn.Module):
     """nn.Dense's parameters (kernel [in, features] lecun-normal, bias zeros), not applied."""
 
@@ -168,8 +141,5 @@ class Tdnn(nn.Module):
                 x.reshape(-1, x.shape[-1]), *(p.astype(x.dtype) for p in (kernel, bias, scale, offset))
             )
             x = rows.reshape(x.shape[:-1] + (cfg.hidden,))
-        # nn.Dense `output`'s parameters, applied by dense.
-        kernel, bias = _DenseParams(cfg.num_senones, name="output")(x.shape[-1])
-        logits = dense(x.reshape(-1, x.shape[-1]), kernel.astype(x.dtype), bias.astype(x.dtype))
-        logits = logits.reshape(x.shape[:-1] + (cfg.num_senones,))
+        logits = Dense(cfg.num_senones, name="output")(x)
         return logits, paddings
