@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tsasr.models import subsampling
+from tsasr.models.dense import Dense
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +48,9 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        y = nn.Dense(self.hidden)(nn.LayerNorm()(x))
+        y = Dense(self.hidden)(nn.LayerNorm()(x))
         y = nn.Dropout(self.dropout, deterministic=not train)(nn.swish(y))
-        y = nn.Dense(self.dim)(y)
+        y = Dense(self.dim)(y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -115,11 +116,11 @@ class ConvModule(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, train):
-        y = nn.glu(nn.Dense(2 * self.dim)(nn.LayerNorm()(x)), axis=-1)
+        y = nn.glu(Dense(2 * self.dim)(nn.LayerNorm()(x)), axis=-1)
         # Zero the pads so the depthwise convolution sees silence beyond the utterance.
         # Named as nn.Conv was: checkpoints of earlier conformers load, and init draws the same weights.
         y = DepthwiseConv(self.dim, self.kernel, name="Conv_0")(y * mask)
-        y = nn.Dense(self.dim)(nn.swish(nn.LayerNorm()(y)))
+        y = Dense(self.dim)(nn.swish(nn.LayerNorm()(y)))
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -153,12 +154,12 @@ class Conformer(nn.Module):
         x, paddings = subsampling.stack_frames(features, paddings, cfg.subsampling)
         valid = paddings < 0.5
         mask = valid[..., None].astype(x.dtype)
-        x = nn.Dense(cfg.dim, name="input")(x * mask)
+        x = Dense(cfg.dim, name="input")(x * mask)
         x = x + jnp.asarray(sinusoidal_positions(x.shape[1], cfg.dim), x.dtype)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
         # Queries attend to real keys only: [batch, 1 (heads), queries, keys].
         attention_mask = nn.make_attention_mask(jnp.ones_like(valid), valid)
         for i in range(cfg.num_layers):
             x = ConformerBlock(cfg, name=f"block_{i}")(x, mask, attention_mask, train)
-        logits = nn.Dense(cfg.num_senones, name="output")(x)
+        logits = Dense(cfg.num_senones, name="output")(x)
         return logits, paddings

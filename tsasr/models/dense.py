@@ -4,9 +4,10 @@ Autodiff of rows @ kernel takes the weight gradient x^T dy as a dot contracting 
 dimension of both operands. XLA's CPU backend gives that form to Eigen, not to its YNNPACK
 matmul, and for the output layer it also copies the [rows, senones] cotangent transposed.
 `dense` has a hand-written VJP that materialises x^T behind an optimization barrier, so the
-weight gradient is a plain matmul. On 2 AVX2 cores (bench/train_step): the TDNN's output
-layer 43 -> 69 GFLOP/s (the TDNN step 2 % faster), the LSTM's input projections 4-6 % of
-its step. `Dense` has nn.Dense's parameters, so checkpoints are unchanged.
+weight gradient is a plain matmul. On 2 AVX2 cores (bench/train_step, A/B in one process):
+the TDNN's output layer 43 -> 69 GFLOP/s (its step 2 % faster), the LSTM's input
+projections 4-6 % of its step, the conformer's dense layers 1-4 %. `Dense` has nn.Dense's
+parameters, so checkpoints are unchanged.
 """
 
 from collections.abc import Callable
