@@ -146,6 +146,7 @@ def test_unknown_config_field_is_named():
 
 MALLOC_PROBE = """
 import resource
+import statistics
 from tsasr.train import malloc
 applied = malloc.tune()
 import jax, jax.numpy as jnp
@@ -157,19 +158,23 @@ state = state_lib.create(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 64))
 batch = {"features": jnp.ones((8, 128, 64)), "feature_paddings": jnp.zeros((8, 128)),
          "senones": jnp.zeros((8, 128), jnp.int32)}
 step = jax.jit(step_lib.make_train_step(step_lib.make_loss_fn(model, 1), tx, schedule), donate_argnums=(0,))
-for i in range(7):
-    if i == 3:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults = []
+for i in range(12):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     state, measurements = step(state, batch, jax.random.PRNGKey(1))
     measurements["loss"].block_until_ready()
-print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, statistics.median(faults[2:]))
 """
 
 
 def test_malloc_tuning_stops_per_step_page_faults():
     """A conformer train step's buffers come back as new pages every step unless malloc.tune()
-    keeps freed memory (measured: 10,500 faults per step against 0); page faults are
-    counted, not timed, so machine load cannot flake this."""
+    keeps freed memory. Measured per step after compilation: about 11,300 faults in every
+    step untuned; tuned, 0 in most steps, with an occasional step (2 in 15, at any point in
+    the first ~40 steps) where the heap's high-water mark grows by one such step's worth.
+    So the median over 10 steps is compared, and page faults are counted, not timed, so
+    machine load cannot flake this."""
     import os
     import subprocess
     import sys
@@ -178,7 +183,7 @@ def test_malloc_tuning_stops_per_step_page_faults():
         env = {**os.environ, "TSASR_MALLOC_TUNING": tuning}
         out = subprocess.run([sys.executable, "-c", MALLOC_PROBE], env=env, capture_output=True, text=True, check=True)
         applied, faults = out.stdout.split()
-        return applied == "True", int(faults)
+        return applied == "True", float(faults)
 
     tuned_applied, tuned = faults_per_step("1")
     untuned_applied, untuned = faults_per_step("0")
