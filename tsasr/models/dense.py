@@ -39,6 +39,23 @@ def _dense_bwd(residuals, dy):
 dense.defvjp(_dense_fwd, _dense_bwd)
 
 
+def dense_params(module: nn.Module, inputs: int, features: int, bias_init: Callable = nn.initializers.zeros):
+    """Declares nn.Dense's parameters in `module`'s scope: kernel [inputs, features]
+    lecun-normal and bias [features] from bias_init, both float32."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), (inputs, features), jnp.float32)
+    return kernel, module.param("bias", bias_init, (features,), jnp.float32)
+
+
+class DenseParams(nn.Module):
+    """A named scope holding dense_params(features) for a caller that applies them itself."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, inputs: int):
+        return dense_params(self, inputs, self.features)
+
+
 class Dense(nn.Module):
     """nn.Dense(features) through `dense`: the same parameters (kernel [in, features]
     lecun-normal, bias from bias_init, float32), so the same tree and initial values under
@@ -49,6 +66,5 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        kernel, bias = dense_params(self, x.shape[-1], self.features, self.bias_init)
         return dense(x, kernel.astype(x.dtype), bias.astype(x.dtype))

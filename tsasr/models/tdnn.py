@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from tsasr.models import subsampling
-from tsasr.models.dense import Dense
+from tsasr.models.dense import Dense, DenseParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,17 +91,6 @@ def _dense_relu_norm_bwd(residuals, dy):
 dense_relu_norm.defvjp(_dense_relu_norm_fwd, _dense_relu_norm_bwd)
 
 
-class _DenseParams(nn.Module):
-    """nn.Dense's parameters (kernel [in, features] lecun-normal, bias zeros), not applied."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, inputs: int):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (inputs, self.features), jnp.float32)
-        return kernel, self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-
-
 class _NormParams(nn.Module):
     """nn.LayerNorm's parameters (scale ones, bias zeros), not applied."""
 
@@ -135,7 +124,7 @@ class Tdnn(nn.Module):
                 x = splice(x * mask, (-dilation, 0, dilation))
             # The parameters of nn.Dense `layer_i` and nn.LayerNorm `norm_i` (same tree and initial
             # values as those modules), applied together by dense_relu_norm.
-            kernel, bias = _DenseParams(cfg.hidden, name=f"layer_{i}")(x.shape[-1])
+            kernel, bias = DenseParams(cfg.hidden, name=f"layer_{i}")(x.shape[-1])
             scale, offset = _NormParams(cfg.hidden, name=f"norm_{i}")()
             rows = dense_relu_norm(
                 x.reshape(-1, x.shape[-1]), *(p.astype(x.dtype) for p in (kernel, bias, scale, offset))
