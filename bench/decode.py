@@ -20,13 +20,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from tsasr.hmm import stages  # noqa: E402  (imports kaldi_hmm_gmm first)
+from tsasr.data.manifest import read_manifest  # noqa: E402
+from tsasr.hmm import stages  # noqa: E402
 from tsasr.decode import decoder as decoder_lib  # noqa: E402
 from tsasr.hmm import gmm as gmm_lib  # noqa: E402
 
 
 def _workdir_scores(workdir: pathlib.Path):
-    records = stages._read_manifest(workdir / "corpus" / "test.jsonl")  # pylint: disable=protected-access
+    records = read_manifest(workdir / "corpus" / "test.jsonl")
     scorer = gmm_lib.GmmScorer(gmm_lib.from_bytes((workdir / "align" / "tri_gmm.pkl").read_bytes()))
     feats = stages.load_features(records)
     return {u: scorer(f) for u, f in feats.items()}, decoder_lib.Graph.load(workdir / "graph")

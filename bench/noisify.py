@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from data_prep import corpus, noise, noisify
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 from tsasr.data import manifest
 
 

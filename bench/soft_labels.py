@@ -11,7 +11,7 @@
 - online_student_frames_per_s: the same step with the teacher inside it (student.online): the
   teacher's forward pass and top-k on the clean features of the batch replace stored labels.
 
-The teacher and student are the default recipe's TDNN (tsasr/train/config.py) with random
+The teacher and student are the default recipe's TDNN (tsasr/recipes/asr/config.py) with random
 weights over random features: speed does not depend on the values.
 
     python bench/soft_labels.py [--utterances 256] [--senones 800]
@@ -33,7 +33,8 @@ import optax
 from tsasr.distill import label as label_lib
 from tsasr.distill import soft_labels as sl
 from tsasr.models import build_model
-from tsasr.train import config as train_config
+from tsasr.recipes.asr import config as asr_config
+from tsasr.recipes.asr import objectives
 from tsasr.train import step as step_lib
 
 
@@ -90,7 +91,7 @@ def _student_frames_per_s(model, params, k: int, steps: int = 10, online: bool =
 
     state = state_lib.create(jax.tree.map(jnp.array, params), tx)
     teacher = label_lib.teacher_top_k(model, k) if online else None
-    loss_fn = step_lib.make_loss_fn(model, 1, jnp.float32, k, 2.0, teacher=teacher)
+    loss_fn = objectives.make_loss_fn(model, 1, jnp.float32, k, 2.0, teacher=teacher)
     train_step = jax.jit(step_lib.make_train_step(loss_fn, tx, lambda step: 1e-3), donate_argnums=0)
     rng = np.random.default_rng(1)
     b, t = 16, 256
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=256)
     parser.add_argument("--senones", type=int, default=800)
     args = parser.parse_args()
-    fields = {**train_config.ce_config().model.to_dict(), "num_senones": args.senones}
+    fields = {**asr_config.ce_config().model.to_dict(), "num_senones": args.senones}
     model = build_model(fields)
     params = model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, jnp.zeros((1, 12, 64)), jnp.zeros((1, 12))

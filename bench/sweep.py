@@ -3,8 +3,8 @@
 Prints ONE JSON object with `vmapped_vs_sequential`: the time to train the 12 grid students
 (k in {5, 10, 20, 40} x T in {1, 2, 3}) for `--steps` steps one after another, each with
 the ordinary single-student step (tsasr.train.step, its k and T static), divided by the time
-of the same steps in the sweep's vmapped step (tsasr.distill.sweep, k and T per-member
-arrays). Same model (the default student: tsasr.train.config.ce_config, a 4-layer 256-wide
+of the same steps in the trainer's member-axis step (tsasr.train.loop.vmap_members, k and T
+per-member arrays). Same model (the default student: tsasr.recipes.asr.config.ce_config, a 4-layer 256-wide
 TDNN), same random batches and targets, same optimizer; compilation is excluded (every step
 is compiled and run once before timing). The two are measured in alternating rounds, so a
 machine whose load changes affects both; the figure is the median of the rounds' ratios.
@@ -27,10 +27,13 @@ import time
 import jax
 import numpy as np
 
-from tsasr.distill import sweep
+import jax.numpy as jnp
+
 from tsasr.models import build_model
-from tsasr.train import malloc, optim, sharding, step as step_lib
-from tsasr.train.config import ce_config
+from tsasr.recipes.asr import grid as grid_lib
+from tsasr.recipes.asr import objectives
+from tsasr.recipes.asr.config import ce_config
+from tsasr.train import loop, malloc, optim, sharding, state as state_lib, step as step_lib
 
 GRID = [{"top_k": k, "temperature": t} for k in (5, 10, 20, 40) for t in (1.0, 2.0, 3.0)]
 STORED_K, FEATURE_DIM = 40, 64
@@ -63,7 +66,7 @@ def main() -> None:
 
     cfg = ce_config()
     model = build_model({**cfg.model.to_dict(), "num_senones": args.senones})
-    members = sweep.parse_grid(GRID, stored_k=STORED_K)
+    members = grid_lib.parse_grid(GRID, stored_k=STORED_K)
     tx, schedule = optim.make_optimizer(cfg.train.optimizer, 1000)
     mesh = sharding.data_mesh()
     replicated = sharding.replicated(mesh)
@@ -73,19 +76,28 @@ def main() -> None:
         sharding.global_batch(random_batch(rng, batch_size, frames, args.senones), mesh) for _ in range(args.steps)
     ]
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(0))
-    init_fn = sweep.make_init_fn(model, tx, len(members), FEATURE_DIM, init_rng)
-    grid = jax.device_put(sweep.grid_arrays(members), replicated)
+    grid = jax.device_put(grid_lib.grid_arrays(members), replicated)
 
-    vmapped = sweep.jit_sweep_step(sweep.make_sweep_step(sweep.make_member_loss_fn(model, dtype), tx, schedule), mesh)
-    stacked = jax.jit(init_fn, out_shardings=replicated)()
+    def init_one(key):
+        variables = model.init({"params": key, "dropout": key}, jnp.zeros((1, 12, FEATURE_DIM)), jnp.zeros((1, 12)))
+        return state_lib.create(variables["params"], tx)
+
+    member_step = loop.vmap_members(step_lib.make_train_step(objectives.make_loss_fn(model, 1, dtype), tx, schedule))
+    vmapped = jax.jit(
+        member_step,
+        donate_argnums=(0,),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated, replicated),
+        out_shardings=(replicated, replicated),
+    )
+    stacked = jax.jit(lambda: jax.vmap(init_one)(loop.member_keys(init_rng, len(members))), out_shardings=replicated)()
     singles = [
         step_lib.jit_train_step(
-            step_lib.make_train_step(step_lib.make_loss_fn(model, 1, dtype, m.top_k, m.temperature), tx, schedule),
+            step_lib.make_train_step(objectives.make_loss_fn(model, 1, dtype, m.top_k, m.temperature), tx, schedule),
             mesh,
         )
         for m in members
     ]
-    students = [jax.device_put(sweep.member_params(stacked, m), replicated) for m in range(len(members))]
+    students = [jax.device_put(loop.member_slice(stacked, m), replicated) for m in range(len(members))]
     keys = [jax.random.fold_in(step_rng, m) for m in range(len(members))]
 
     def run_vmapped():

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tsasr.models import build_model
+from tsasr.recipes.asr import objectives
 from tsasr.train import malloc, optim, sharding, state as state_lib, step as step_lib
 
 FEATURE_DIM = 64
@@ -141,7 +142,7 @@ class JaxRunner:
         self.batch = sharding.global_batch(synthetic_batch(spec["batch"], spec["frames"]), mesh)
         self.rng = jax.random.PRNGKey(1)
         step = step_lib.make_train_step(
-            step_lib.make_loss_fn(self.model, 1, step_lib.compute_dtype(dtype)), tx, schedule
+            objectives.make_loss_fn(self.model, 1, step_lib.compute_dtype(dtype)), tx, schedule
         )
         self.step = step_lib.jit_train_step(step, mesh).lower(self.state, self.batch, self.rng).compile()
         self.run(2)

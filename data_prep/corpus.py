@@ -18,10 +18,11 @@ import pathlib
 
 import numpy as np
 
-from data_prep import sentences, tts
+from data_prep import sentences
 from data_prep import user_corpus
 from tsasr import parallel
 from tsasr import workdir as wd
+from tsasr.audio import tts
 from tsasr.data import manifest
 
 SPLITS = ("train_labelled", "train_unlabelled", "dev", "test")
@@ -130,6 +131,39 @@ def summarise(out: pathlib.Path) -> dict:
     return summary
 
 
+def import_manifests(cfg, out: pathlib.Path, workers: int) -> dict:
+    """Runner stage `corpus` with corpus.source='manifest': every split's manifest validated
+    (data_prep.user_corpus) and written to OUT."""
+    summary_skips = {}
+    for split in SPLITS:
+        path = cfg.manifests.get(split)
+        if not path:
+            raise user_corpus.BadInputError(
+                f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})"
+            )
+        good, skipped = user_corpus.validate(
+            pathlib.Path(path).expanduser(),
+            labelled=split != "train_unlabelled",
+            min_duration=cfg.min_duration,
+            alphabet=cfg.alphabet,
+            on_bad_input=cfg.on_bad_input,
+            parts_dir=out / ".parts" / split,
+            workers=workers,
+            split=split,
+        )
+        if not good:
+            raise user_corpus.BadInputError(f"{path}: no usable utterances in split {split}")
+        manifest.write_manifest(out / f"{split}.jsonl", good)
+        summary_skips[split] = dict(skipped)
+        if skipped:
+            log.warning("%s: skipped %d items: %s", split, sum(skipped.values()), dict(skipped))
+    parallel.reset(out / ".parts")
+    summary = summarise(out)
+    for split, skips in summary_skips.items():
+        summary[split]["skipped"] = skips
+    return summary
+
+
 def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `corpus`."""
     out = workdir / "corpus"
@@ -137,5 +171,5 @@ def run(config, workdir: pathlib.Path) -> dict:
     if cfg.source == "builtin":
         return build_builtin(cfg, config.seed, out, config.workers)
     if cfg.source == "manifest":
-        return user_corpus.import_corpus(cfg, out, config.workers)
+        return import_manifests(cfg, out, config.workers)
     raise ValueError(f"corpus.source must be 'builtin' or 'manifest', not {cfg.source!r}")

@@ -23,10 +23,11 @@ import pathlib
 import numpy as np
 from scipy import signal
 
-from data_prep import sentences, tts
+from data_prep import sentences
 from tsasr import parallel
 from tsasr import workdir as wd
 from tsasr.audio import io as audio_io
+from tsasr.audio import tts
 from tsasr.data import manifest
 
 RATE = 16000

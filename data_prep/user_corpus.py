@@ -124,37 +124,3 @@ def validate(
         if rate != audio_io.SAMPLE_RATE:
             log.info("%s: %d files at %d Hz will be resampled to 16 kHz on read", split, n, rate)
     return good, skipped
-
-
-def import_corpus(cfg, out: pathlib.Path, workers: int) -> dict:
-    """Runner stage `corpus` with corpus.source='manifest'."""
-    from data_prep.corpus import SPLITS, summarise
-
-    summary_skips = {}
-    for split in SPLITS:
-        path = cfg.manifests.get(split)
-        if not path:
-            raise BadInputError(
-                f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})"
-            )
-        good, skipped = validate(
-            pathlib.Path(path).expanduser(),
-            labelled=split != "train_unlabelled",
-            min_duration=cfg.min_duration,
-            alphabet=cfg.alphabet,
-            on_bad_input=cfg.on_bad_input,
-            parts_dir=out / ".parts" / split,
-            workers=workers,
-            split=split,
-        )
-        if not good:
-            raise BadInputError(f"{path}: no usable utterances in split {split}")
-        manifest.write_manifest(out / f"{split}.jsonl", good)
-        summary_skips[split] = dict(skipped)
-        if skipped:
-            log.warning("%s: skipped %d items: %s", split, sum(skipped.values()), dict(skipped))
-    parallel.reset(out / ".parts")
-    summary = summarise(out)
-    for split, skips in summary_skips.items():
-        summary[split]["skipped"] = skips
-    return summary

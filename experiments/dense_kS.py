@@ -6,7 +6,7 @@ Runtime:  as top20_T2.py, but the labels are S / 40 times larger on disk (800 se
 Expected: about as good as top-20 at T = 2 (the paper keeps k <= 40 for storage, not accuracy).
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

@@ -11,7 +11,7 @@ Expected: the paper finds k = 1 worse than top-20 at T = 2 (hard labels lose the
           resolved.
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ Expected: multicondition_ce / multicondition_seq rows beside the students: multi
           should beat it on noisy and re-recorded speech.
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

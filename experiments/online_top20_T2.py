@@ -11,7 +11,7 @@ Expected: the targets are those of top20_T2.py (from float32 instead of stored f
           so the student's WERs match top20_T2.py's to within the bootstrap intervals.
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

@@ -15,7 +15,7 @@ Expected: WORKDIR/sweep_k_T.md (WER per test condition, k down, T across), WORKD
           the bootstrap intervals of results.md.
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 TOP_K = (5, 10, 20, 40)
 TEMPERATURES = (1.0, 2.0, 3.0)

@@ -6,7 +6,7 @@ Expected: gmm, teacher_ce and teacher_seq rows in results.json; the teacher is c
           so its noisy and re-recorded WERs are far above its clean WER.
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

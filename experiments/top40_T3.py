@@ -9,7 +9,7 @@ Expected: measured on the built-in corpus, WER % clean / noisy / rerecorded: stu
           bootstrap intervals, with the flattest targets of the grid (40 senones at T = 3).
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

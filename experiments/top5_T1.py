@@ -8,7 +8,7 @@ Expected: measured on the built-in corpus, WER % clean / noisy / rerecorded: stu
           top20_T2's (student_seq 12.5 / 29.1 / 61.4).
 """
 
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def get_config():

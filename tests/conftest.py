@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from tsasr import config as config_lib
-from tsasr import pipeline
+from tsasr import recipe as recipe_lib
 
 # Tests check algorithms against float32/float64 references: on a GPU, multiply in full
 # float32 rather than XLA's default TF32 (a no-op on the CPU).
@@ -16,6 +16,12 @@ jax.config.update("jax_default_matmul_precision", "float32")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "top20_T2.py"
+ASR = recipe_lib.load("asr")
+
+
+def run_asr(config, workdir, until=None):
+    """The asr recipe's stages for `config` up to `until` (tsasr.recipe.run)."""
+    return recipe_lib.run(ASR, config, workdir, until=until)
 
 
 def tiny_config(**overrides):
@@ -32,5 +38,5 @@ def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, object]:
     """A workdir with corpus, noise and noisy data made by the runner's stages on the tiny config."""
     workdir = tmp_path_factory.mktemp("tiny_run")
     config = tiny_config()
-    pipeline.run_stages(config, workdir, until="noisify")
+    run_asr(config, workdir, until="noisify")
     return workdir, config

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from tsasr.data import batching
-from tsasr.train.synthetic import synthetic_examples
+from tsasr.train.synthetic import BATCH_KEYS, synthetic_examples
 
 
 def make_batcher(examples=None, process_index=0, process_count=1, **overrides):
     examples = examples or synthetic_examples(50, seed=3, min_frames=5, max_frames=70)
-    config = dict(batch_size=4, bucket_boundaries=(20, 40), seed=11)
+    config = dict(batch_size=4, bucket_boundaries=(20, 40), seed=11, keys=BATCH_KEYS)
     config.update(overrides)
     return batching.Batcher(examples, batching.BatchingConfig(**config), process_index, process_count)
 
@@ -81,6 +81,29 @@ def test_bad_examples_are_named():
     # Within the allowed mismatch the alignment is edge-padded to the features.
     fitted = make_batcher(examples, max_length_mismatch=2).examples[4]
     assert fitted["senones"].shape[0] == fitted["features"].shape[0]
+
+
+def test_an_undeclared_key_is_an_error_not_dropped():
+    examples = synthetic_examples(12, seed=0)
+    examples[5]["speaker"] = np.asarray(3)
+    with pytest.raises(ValueError, match="'utt00005'.*\\['speaker'\\] are not declared"):
+        make_batcher(examples)
+    with pytest.raises(ValueError, match="'frame' or 'clip'"):
+        make_batcher(keys={**BATCH_KEYS, "speaker": "utterance"})
+
+
+def test_clip_level_keys_are_stacked_and_frame_level_keys_padded():
+    examples = synthetic_examples(9, seed=0, min_frames=5, max_frames=15)
+    for i, example in enumerate(examples):
+        example["tags"] = np.eye(4, dtype=np.float32)[i % 4]
+    keys = {**BATCH_KEYS, "tags": batching.CLIP}
+    batcher = make_batcher(examples, keys=keys, drop_remainder=False)
+    by_id = {e["id"]: e for e in examples}
+    for batch in batcher.epoch(0):
+        assert batch["tags"].shape == (4, 4) and batch["senones"].shape == batch["feature_paddings"].shape
+        for row, utt in enumerate(batch["ids"]):
+            expected = by_id[utt]["tags"] if utt else np.zeros(4, np.float32)  # filler rows are zero
+            np.testing.assert_array_equal(batch["tags"][row], expected)
 
 
 def test_prefetch_preserves_order_and_raises_producer_errors():

@@ -4,7 +4,7 @@ import numpy as np
 import soundfile
 
 from data_prep import corpus
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 from tsasr.data import manifest
 
 

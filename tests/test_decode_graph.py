@@ -1,6 +1,4 @@
-"""Graph building on a tiny lexicon and grammar decodes a known path; WER and results."""
-
-import json
+"""Graph building on a tiny lexicon and grammar decodes a known path; WER."""
 
 import numpy as np
 
@@ -8,7 +6,6 @@ from tsasr.hmm import context as context_lib
 from tsasr.hmm import graph as graph_lib
 from tsasr.hmm import lexicon as lexicon_lib
 from tsasr.decode import decoder as decoder_lib
-from tsasr.decode import results as results_lib
 from tsasr.decode import scoring
 
 import kaldialign
@@ -46,7 +43,12 @@ def test_graph_decodes_known_path(tmp_path):
     context = context_lib.Monophone(lexicon.phone_ids)
     hclg = graph_lib.build_hclg(lexicon, grammar, context, graph_lib.HmmCosts(), 0.5)
     graph = decoder_lib.Graph(hclg, {i: w for w, i in lexicon.word_ids.items()})
-    for words in (["yes", "no"], ["maybe", "yes"], ["no", "yes", "no"]):
+    _assert_decodes(graph, lexicon, context, (["yes", "no"], ["maybe", "yes"], ["no", "yes", "no"]))
+
+
+def _assert_decodes(graph, lexicon, context, sentences):
+    """Each sentence's own senone path decodes to the sentence."""
+    for words in sentences:
         senones = _frames_for(lexicon, context, words)
         loglikes = np.full((len(senones), context.num_pdfs), -20.0, np.float32)
         loglikes[np.arange(len(senones)), senones] = 0.0
@@ -54,13 +56,19 @@ def test_graph_decodes_known_path(tmp_path):
         assert hyps["u"] == words and not partial
 
 
-def test_graph_written_and_loaded(tmp_path):
-    lexicon, grammar = _tiny_lang(tmp_path)
-    context = context_lib.Monophone(lexicon.phone_ids)
+def _written_graph(tmp_path, lexicon, grammar, context):
+    """Our HCLG of the tiny language written with its words.txt to TMP/graph."""
     hclg = graph_lib.build_hclg(lexicon, grammar, context, graph_lib.HmmCosts(), 0.5)
     graph_dir = tmp_path / "graph"
     graph_lib.write_fst(graph_dir / "HCLG.fst", hclg)
     (graph_dir / "words.txt").write_text((tmp_path / "lang" / "words.txt").read_text())
+    return graph_dir
+
+
+def test_graph_written_and_loaded(tmp_path):
+    lexicon, grammar = _tiny_lang(tmp_path)
+    context = context_lib.Monophone(lexicon.phone_ids)
+    graph_dir = _written_graph(tmp_path, lexicon, grammar, context)
     senones = _frames_for(lexicon, context, ["no"])
     loglikes = np.full((len(senones), context.num_pdfs), -20.0, np.float32)
     loglikes[np.arange(len(senones)), senones] = 0.0
@@ -88,16 +96,6 @@ def test_wer_matches_kaldialign():
     compared = scoring.compare(refs, hyps, refs, replications=500)
     np.testing.assert_allclose(compared["a"]["wer"], 100 * expected["system1"]["wer"])
     assert compared["b"]["wer"] == 0.0 and compared["p_b_better"] > 0.99
-
-
-def test_update_results_merges_and_computes_relative(tmp_path):
-    results_lib.update_results(tmp_path, "gmm", {"clean": 20.0})
-    results_lib.update_results(tmp_path, "teacher_ce", {"clean": 10.0, "noisy": 20.0})
-    results_lib.update_results(tmp_path, "gmm", {"noisy": 40.0}, {"note": "x"})
-    table = json.loads((tmp_path / "results.json").read_text())
-    assert table["systems"]["gmm"]["wer"] == {"clean": 20.0, "noisy": 40.0}
-    assert table["systems"]["gmm"]["note"] == "x"
-    assert table["relative_to_teacher"]["gmm"] == {"clean": 100.0, "noisy": 100.0}
 
 
 def test_pseudo_log_likelihoods_subtract_log_priors():

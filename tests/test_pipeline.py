@@ -6,12 +6,12 @@ import numpy as np
 from tsasr import pipeline
 from tsasr import workdir as wd
 
-from conftest import tiny_config
+from conftest import ASR, run_asr, tiny_config
 
 
 def test_rerun_skips_every_stage(tiny_run):
     workdir, config = tiny_run
-    report = pipeline.run_stages(config, workdir, until="noisify")
+    report = run_asr(config, workdir, until="noisify")
     assert {k: v["status"] for k, v in report.items()} == {
         "corpus": "skipped",
         "noise": "skipped",
@@ -24,16 +24,17 @@ def test_changed_field_reruns_only_downstream(tiny_run, tmp_path):
     workdir = tmp_path / "work"
     shutil.copytree(source, workdir)
     changed = tiny_config(**{"--config.noisify.snr_db": "(5.0, 6.0)"})
-    report = pipeline.run_stages(changed, workdir, until="noisify")
+    report = run_asr(changed, workdir, until="noisify")
     assert [report[s]["status"] for s in ("corpus", "noise", "noisify")] == ["skipped", "skipped", "ran"]
     line = json.loads((workdir / "noisy" / "dev.jsonl").read_text().splitlines()[0])
     assert 5.0 <= line["mix"]["snr_db"] <= 6.0
-    keys = pipeline.stage_keys(changed)
-    assert keys["noise"] == pipeline.stage_keys(config)["noise"]
+    keys = pipeline.stage_keys(changed, ASR.stages(changed))
+    original = pipeline.stage_keys(config, ASR.stages(config))
+    assert keys["noise"] == original["noise"]
     changed_noise = tiny_config(**{"--config.noise.clip_seconds": "8.0"})
-    new_keys = pipeline.stage_keys(changed_noise)
+    new_keys = pipeline.stage_keys(changed_noise, ASR.stages(changed_noise))
     assert new_keys["corpus"] == keys["corpus"]
-    assert new_keys["noise"] != keys["noise"] and new_keys["noisify"] != pipeline.stage_keys(config)["noisify"]
+    assert new_keys["noise"] != keys["noise"] and new_keys["noisify"] != original["noisify"]
 
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
@@ -74,32 +75,98 @@ def test_write_audio_equals_the_standard_wave_writer(tmp_path):
 def test_results_keep_only_the_systems_of_the_config_as_run(tmp_path):
     """results.json after a config change: a rerun stage's old rows go (a condition it no longer
     scores too), rows of grid points no longer run and of stages not in the run go, others stay."""
-    from tsasr.decode import results as results_lib
+    from tsasr.evaluate import results as results_lib
 
     def scorer(wers_by_system):
         def run(config, workdir):
             for system, wers in wers_by_system.items():
-                results_lib.update_results(workdir, system, wers)
+                results_lib.update_results(workdir, system, {"wer": wers})
             return {}
 
         return run
 
-    baseline = pipeline.Stage("baseline", scorer({"base": {"clean": 10.0}}), ("seed",), outputs=("decode/base",))
+    baseline = pipeline.Stage(
+        "baseline", scorer({"base": {"clean": 10.0}}), ("seed",), kind="evaluate", systems=("base",)
+    )
 
     def grid(points):
         rows = {f"g{p}": {"clean": 20.0 + p, **({"noisy": 40.0} if len(points) > 1 else {})} for p in points}
-        outputs = tuple(f"decode/g{p}" for p in points)
-        return pipeline.Stage("grid", scorer(rows), ("seed", "student"), deps=("baseline",), outputs=outputs)
+        systems = tuple(f"g{p}" for p in points)
+        return pipeline.Stage(
+            "grid", scorer(rows), ("seed", "student"), deps=("baseline",), kind="evaluate", systems=systems
+        )
+
+    def run(config, stages):
+        report = pipeline.run_stages(config, tmp_path, stages)
+        pipeline.prune_results(config, tmp_path, stages)
+        return report
 
     config = tiny_config()
-    pipeline.run_stages(config, tmp_path, stages=(baseline, grid([1, 2])))
-    results_lib.update_results(tmp_path, "student_ce", {"clean": 5.0})  # e.g. another experiment's row
+    run(config, (baseline, grid([1, 2])))
+    results_lib.update_results(tmp_path, "student_ce", {"wer": {"clean": 5.0}})  # e.g. another experiment's row
     before = json.loads((tmp_path / "results.json").read_text())["systems"]
     assert set(before) == {"base", "g1", "g2", "student_ce"}
 
     changed = tiny_config(**{"--config.student.temperature": "3.0"})
-    report = pipeline.run_stages(changed, tmp_path, stages=(baseline, grid([1])))
+    report = run(changed, (baseline, grid([1])))
     assert report["baseline"]["status"] == "skipped" and report["grid"]["status"] == "ran"
     systems = json.loads((tmp_path / "results.json").read_text())["systems"]
     assert set(systems) == {"base", "g1"}
     assert systems["g1"]["wer"] == {"clean": 21.0} and systems["base"]["wer"] == {"clean": 10.0}
+
+
+def test_a_changed_training_config_moves_the_old_model_aside(tmp_path):
+    """A training stage whose key changed starts clean, but the model of the old key is kept
+    under WORKDIR/superseded/, never deleted; a data stage's stale outputs are removed."""
+
+    def writer(name):
+        def run(config, workdir):
+            path = workdir / name / "weights.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            assert not path.exists()  # every run starts from a clean output directory
+            path.write_bytes(str(config.seed).encode())
+            return {}
+
+        return run
+
+    stages = (
+        pipeline.Stage("prepare", writer("prepared"), ("corpus",), outputs=("prepared",)),
+        pipeline.Stage("train", writer("model"), ("seed",), deps=("prepare",), outputs=("model",), kind="train"),
+    )
+    first = tiny_config()
+    pipeline.run_stages(first, tmp_path, stages)
+    old_key = pipeline.stage_keys(first, stages)["train"]
+    second = tiny_config(**{"--config.seed": "7", "--config.corpus.hours": "0.06"})
+    report = pipeline.run_stages(second, tmp_path, stages)
+    assert [report[s]["status"] for s in ("prepare", "train")] == ["ran", "ran"]
+    assert (tmp_path / "model" / "weights.bin").read_bytes() == b"7"
+    assert (tmp_path / "superseded" / f"model.{old_key}" / "weights.bin").read_bytes() == b"0"
+    assert not (tmp_path / "superseded" / "prepared").exists() and list((tmp_path / "superseded").iterdir()) == [
+        tmp_path / "superseded" / f"model.{old_key}"
+    ]
+
+
+def test_a_training_stage_may_not_depend_on_an_evaluation_stage(tmp_path):
+    def noop(config, workdir):
+        return {}
+
+    stages = (
+        pipeline.Stage("train", noop, ("seed",), kind="train"),
+        pipeline.Stage("score", noop, ("decode",), deps=("train",), kind="evaluate"),
+        pipeline.Stage("retrain", noop, ("seed",), deps=("score",), kind="train"),
+    )
+    try:
+        pipeline.run_stages(tiny_config(), tmp_path, stages)
+    except ValueError as err:
+        assert "train stage 'retrain' depends on the evaluation stage 'score'" in str(err)
+    else:
+        raise AssertionError("a training stage depending on an evaluation stage was accepted")
+
+
+def test_no_asr_training_stage_reads_the_decoding_config():
+    stages = ASR.stages(tiny_config())
+    pipeline.check_stages(stages)  # and none depends on an evaluation stage
+    trained = [s for s in stages if s.kind == "train"]
+    assert {s.name for s in trained} >= {"teacher_ce", "teacher_seq", "student_ce", "student_seq"}
+    for stage in trained:  # LF-MMI's chain output reads the prior floor, and only that
+        assert not [k for k in stage.config_keys if k.startswith("decode") and k != "decode.prior_floor"], stage.name

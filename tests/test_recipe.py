@@ -1,5 +1,6 @@
-"""The recipe end to end on the tiny corpus: alignments -> teacher CE -> teacher LF-MMI ->
-soft labels -> student CE -> student LF-MMI, every system decoded and scored."""
+"""The asr recipe end to end on the tiny corpus: alignments -> teacher CE -> teacher LF-MMI ->
+soft labels -> student CE -> student LF-MMI, every system decoded and scored by its own
+evaluation stage."""
 
 import json
 import math
@@ -7,15 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from tsasr import pipeline
+from tsasr.data import layout
 from tsasr.distill import soft_labels as sl
-from tsasr.train import acoustic
+from tsasr.recipes.asr import acoustic
+
+from conftest import run_asr
 
 
 @pytest.fixture(scope="module")
 def recipe(tiny_run):
     workdir, config = tiny_run
-    report = pipeline.run_stages(config, workdir, until="student_seq")
+    report = run_asr(config, workdir, until="decode_student_seq")
     return workdir, config, report
 
 
@@ -26,12 +29,14 @@ def test_every_system_is_scored_on_every_condition(recipe):
         assert set(results["systems"][system]["wer"]) == {"clean", "noisy", "rerecorded"}, system
     assert set(results["relative_to_teacher"]["student_ce"]) == {"clean", "noisy", "rerecorded"}
     student = results["systems"]["student_ce"]
-    assert set(student["ci"]) == {"clean", "noisy", "rerecorded"}
-    for low, high in student["ci"].values():
-        assert 0 <= low <= high
+    assert set(student["ci"]["wer"]) == {"clean", "noisy", "rerecorded"}
+    for condition, (low, high) in student["ci"]["wer"].items():
+        assert low <= student["wer"][condition] <= high
+    assert set(student["p_better_than"]["teacher_ce"]) == {"clean", "noisy", "rerecorded"}
+    assert report["decode_student_ce"]["summary"]["wer"] == student["wer"]
     for condition in ("clean", "noisy"):
         hyps = json.loads((workdir / "decode" / "student_ce" / f"{condition}.json").read_text())
-        assert len(hyps) == len(acoustic.read(workdir, acoustic.CONDITIONS[condition]))
+        assert len(hyps) == len(acoustic.read(workdir, layout.CONDITIONS[condition]))
 
 
 def test_student_learns_the_soft_labels(recipe):
@@ -62,7 +67,7 @@ def test_soft_labels_cover_every_clean_training_utterance(recipe):
 
 def test_rerun_skips_the_whole_recipe(recipe):
     workdir, config, _ = recipe
-    report = pipeline.run_stages(config, workdir, until="student_seq")
+    report = run_asr(config, workdir, until="decode_student_seq")
     assert all(v["status"] == "skipped" for v in report.values())
 
 
@@ -82,7 +87,7 @@ def test_sequence_training_starts_from_ce_and_runs_lfmmi(recipe):
 
 def test_baselines_are_off_unless_asked_for(recipe):
     workdir, config, _ = recipe
-    report = pipeline.run_stages(config, workdir, until="multicondition_seq")
+    report = run_asr(config, workdir, until="multicondition_seq")
     for name in ("multicondition_ce", "multicondition_seq"):
         assert report[name]["summary"] == {"skipped": "baselines.multicondition is false"}
 
@@ -105,7 +110,7 @@ def test_online_student_with_hard_labels(recipe, tmp_path):
             "decode.bootstrap_replications": 20,
         }
     )
-    report = pipeline.run_stages(config, workdir, until="student_ce")
+    report = run_asr(config, workdir, until="decode_student_ce")
     assert report["label"]["summary"] == {
         "skipped": "student.online: the teacher labels inside the student's training step"
     }
@@ -117,4 +122,34 @@ def test_online_student_with_hard_labels(recipe, tmp_path):
     rows = [json.loads(line) for line in (workdir / "student_ce" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert summary["heldout_loss"] < 0.9 * math.log(summary["num_senones"])
-    assert set(summary["wer"]) == {"noisy"}
+    assert set(report["decode_student_ce"]["summary"]["wer"]) == {"noisy"}
+
+
+def _checkpoint_files(workdir):
+    """path -> (bytes, mtime_ns, inode) of every file under a trained system's checkpoints."""
+    return {
+        str(path.relative_to(workdir)): (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino)
+        for path in sorted(workdir.glob("*/checkpoints/**/*"))
+        if path.is_file()
+    }
+
+
+def test_a_decoding_option_reruns_only_evaluation(recipe, tmp_path):
+    """--config.decode.beam on a finished workdir: every training stage is skipped, every
+    evaluation stage reruns, and no checkpoint file is rewritten, moved or deleted."""
+    import shutil
+
+    from conftest import tiny_config
+
+    workdir = tmp_path / "run"
+    shutil.copytree(recipe[0], workdir)
+    before = _checkpoint_files(workdir)
+    assert {p.split("/")[0] for p in before} == {"teacher_ce", "teacher_seq", "student_ce", "student_seq"}
+    config = tiny_config(**{"decode.beam": "8.0", "decode.bootstrap_replications": 50})
+    report = run_asr(config, workdir, until="decode_student_seq")
+    ran = {name for name, info in report.items() if info["status"] == "ran"}
+    assert ran == {"gmm", "decode_teacher_ce", "decode_teacher_seq", "decode_student_ce", "decode_student_seq"}
+    assert _checkpoint_files(workdir) == before
+    assert not (workdir / "superseded").exists()
+    results = json.loads((workdir / "results.json").read_text())
+    assert set(results["systems"]) == {"gmm", "teacher_ce", "teacher_seq", "student_ce", "student_seq"}

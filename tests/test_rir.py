@@ -2,7 +2,7 @@ import numpy as np
 import pyroomacoustics as pra
 
 from data_prep import rir
-from tsasr.config import base_config
+from tsasr.recipes.asr import base_config
 
 
 def _rooms(n, sources=2):

@@ -13,6 +13,7 @@ from tsasr.distill import soft_labels as sl
 from tsasr.models import build_model
 from tsasr.train import sharding
 from tsasr.train import state as state_lib
+from tsasr.recipes.asr import acoustic, objectives, student
 from tsasr.train import step as step_lib
 
 SENONES, K, T = 120, 20, 2.0
@@ -37,7 +38,7 @@ def parallel():
 
 
 def _batch(examples):
-    batch = batching.collate(examples, 64)
+    batch = batching.collate(examples, 64, keys=acoustic.BATCH_KEYS)
     batch.pop("ids")
     return batch
 
@@ -63,31 +64,41 @@ def _online_batch(clean, noisy):
 
 
 def _online_loss_fn(student_model, teacher_model, **kwargs):
-    return step_lib.make_loss_fn(
+    return objectives.make_loss_fn(
         student_model, 1, jnp.float32, K, T, teacher=label_lib.teacher_top_k(teacher_model, K), **kwargs
     )
 
 
+def aux(loss_fn):
+    """(loss, metrics, weight) -> (loss, (metrics, weight)), for jax.value_and_grad(has_aux=True)."""
+
+    def wrapped(*args, **kwargs):
+        loss, metrics, weight = loss_fn(*args, **kwargs)
+        return loss, (metrics, weight)
+
+    return wrapped
+
+
 def test_online_teacher_gives_the_offline_loss_and_gradient(parallel, tmp_path):
     teacher, (student_model, student_params), clean, noisy = parallel
-    offline_fn = step_lib.make_loss_fn(student_model, 1, jnp.float32, K, T)
+    offline_fn = objectives.make_loss_fn(student_model, 1, jnp.float32, K, T)
     online_fn = _online_loss_fn(student_model, teacher[0])
     rng = jax.random.PRNGKey(0)
     offline_batch, online_batch = _offline_batch(teacher, clean, noisy), _online_batch(clean, noisy)
 
-    (off, (off_acc, off_frames)), off_grad = jax.value_and_grad(offline_fn, has_aux=True)(
+    (off, (off_metrics, off_frames)), off_grad = jax.value_and_grad(aux(offline_fn), has_aux=True)(
         student_params, offline_batch, rng
     )
-    online = jax.jit(jax.value_and_grad(lambda p, b, f: online_fn(p, b, rng, frozen=f), has_aux=True))
-    (on, (on_acc, on_frames)), on_grad = online(student_params, online_batch, teacher[1])
+    online = jax.jit(jax.value_and_grad(aux(lambda p, b, f: online_fn(p, b, rng, frozen=f)), has_aux=True))
+    (on, (on_metrics, on_frames)), on_grad = online(student_params, online_batch, teacher[1])
     assert float(off_frames) == float(on_frames) == sum(len(f) for f in clean.values())
     np.testing.assert_allclose(float(on), float(off), rtol=1e-6)
-    assert float(on_acc) == float(off_acc)
+    assert float(on_metrics["frame_accuracy"]) == float(off_metrics["frame_accuracy"])
     for a, b in zip(jax.tree.leaves(on_grad), jax.tree.leaves(off_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
     # Stored labels keep float16 logits: the same loss to float16's precision.
-    (stored, _), _ = jax.value_and_grad(offline_fn, has_aux=True)(
+    (stored, _), _ = jax.value_and_grad(aux(offline_fn), has_aux=True)(
         student_params, _offline_batch(teacher, clean, noisy, tmp_path), rng
     )
     np.testing.assert_allclose(float(stored), float(on), rtol=2e-3)
@@ -142,8 +153,8 @@ def test_hard_label_mixing_matches_numpy(parallel, weight):
     senones[1] = -1  # an unlabelled utterance
     senones[2, 10:] = -1
     batch["senones"] = senones
-    loss_fn = step_lib.make_loss_fn(student_model, 1, jnp.float32, K, T, hard_weight=weight)
-    loss, _ = loss_fn(student_params, batch, jax.random.PRNGKey(0), train=False)
+    loss_fn = objectives.make_loss_fn(student_model, 1, jnp.float32, K, T, hard_weight=weight)
+    loss, _, _ = loss_fn(student_params, batch, jax.random.PRNGKey(0), train=False)
     logits, _ = student_model.apply({"params": student_params}, batch["features"], batch["feature_paddings"])
     expected = _reference_mixed_loss(
         np.asarray(logits),
@@ -157,13 +168,11 @@ def test_hard_label_mixing_matches_numpy(parallel, weight):
     if weight:
         # The alignments count: other alignments give another loss.
         batch["senones"] = np.where(senones >= 0, (senones + 1) % SENONES, -1).astype(np.int32)
-        moved, _ = loss_fn(student_params, batch, jax.random.PRNGKey(0), train=False)
+        moved, _, _ = loss_fn(student_params, batch, jax.random.PRNGKey(0), train=False)
         assert abs(float(moved) - float(loss)) > 1e-3
 
 
 def test_online_examples_must_be_parallel():
-    from tsasr.distill import student
-
     records = [{"id": "n1", "clean_id": "c1"}, {"id": "n2", "clean_id": "c2"}]
     features = {"n1": np.zeros((10, 4)), "n2": np.zeros((12, 4))}
     with pytest.raises(sl.SoftLabelError, match="'n2'.*12 frames.*'c2' has 11"):

@@ -1,4 +1,5 @@
-"""The vmapped k x T sweep: each member equals the single-student step, one compile, the runner hook."""
+"""The k x T sweep as a member axis of the one training loop: each member equals the
+single-student step, one compile, the asr recipe's sweep stages."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ import pytest
 
 from tsasr import config as config_lib
 from tsasr import pipeline
-from tsasr.distill import sweep
+from tsasr import recipe as recipe_lib
 from tsasr.models import build_model
+from tsasr.recipes.asr import grid as grid_lib
+from tsasr.recipes.asr import objectives
+from tsasr.train import loop
 from tsasr.train import optim
+from tsasr.train import state as state_lib
 from tsasr.train import step as step_lib
 from tsasr.train.config import optimizer_config
+
+from conftest import ASR
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GRID = [{"top_k": 1, "temperature": 1.0}, {"top_k": 3, "temperature": 2.0}, {"top_k": 8, "temperature": 0.5}]
@@ -36,7 +43,7 @@ def _setup():
             "num_senones": SENONES,
         }
     )
-    members = sweep.parse_grid(GRID, stored_k=STORED_K)
+    members = grid_lib.parse_grid(GRID, stored_k=STORED_K)
     tx, schedule = optim.make_optimizer(optimizer_config(), 10)
     rng = np.random.default_rng(0)
     batch_size, frames = 3, 20
@@ -52,25 +59,30 @@ def _setup():
         "soft_logits": np.ascontiguousarray(logits),
     }
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(3))
-    state = jax.jit(sweep.make_init_fn(model, tx, len(members), DIM, init_rng))()
+
+    def init_one(key):
+        variables = model.init({"params": key, "dropout": key}, jnp.zeros((1, 12, DIM)), jnp.zeros((1, 12)))
+        return state_lib.create(variables["params"], tx)
+
+    state = jax.jit(lambda: jax.vmap(init_one)(loop.member_keys(init_rng, len(members))))()
     return model, members, tx, schedule, batch, state, step_rng
 
 
 @pytest.fixture(scope="module")
 def stepped():
-    """Three vmapped steps through the trainer's jit (donated, replicated state), counting traces."""
+    """Three member-axis steps (tsasr.train.loop.vmap_members, jitted with donated state), counting traces."""
     model, members, tx, schedule, batch, state, step_rng = _setup()
     traces = []
-    loss_fn = sweep.make_member_loss_fn(model)
+    loss_fn = objectives.make_loss_fn(model, 1)  # each member's k and T arrive in its batch
 
     def counting_loss(*args, **kwargs):
         traces.append(1)
         return loss_fn(*args, **kwargs)
 
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
-    step = sweep.jit_sweep_step(sweep.make_sweep_step(counting_loss, tx, schedule), mesh)
+    step = jax.jit(loop.vmap_members(step_lib.make_train_step(counting_loss, tx, schedule)), donate_argnums=(0,))
     state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    grid = sweep.grid_arrays(members)
+    grid = grid_lib.grid_arrays(members)
     before = jax.device_get(state)  # the step donates its state
     outputs = []
     for i in range(3):
@@ -100,13 +112,13 @@ def test_members_equal_single_student_loss_and_update(stepped):
     for m, member in enumerate(s["members"]):
         # The ordinary single-student step, its loss tsasr.losses.soft_targets at (k, T) over the sliced ids,
         # applied to member m alone with member m's key.
-        loss_fn = step_lib.make_loss_fn(s["model"], 1, jnp.float32, member.top_k, member.temperature)
+        loss_fn = objectives.make_loss_fn(s["model"], 1, jnp.float32, member.top_k, member.temperature)
         single_step = jax.jit(step_lib.make_train_step(loss_fn, s["tx"], s["schedule"]))
         member_state = jax.tree.map(lambda x: x[m], s["before"])
         expected_state, expected = jax.device_get(
             single_step(member_state, s["batch"], jax.random.fold_in(s["step_rng"], m))
         )
-        for key in ("loss", "frame_accuracy", "num_frames", "grad_norm", "learning_rate"):
+        for key in ("loss", "frame_accuracy", "weight", "grad_norm", "learning_rate"):
             np.testing.assert_allclose(
                 s["measurements"][key][m], expected[key], rtol=1e-5, err_msg=f"{member.system} {key}"
             )
@@ -124,7 +136,7 @@ def test_masked_targets_match_soft_targets():
 
     logits = jnp.asarray(np.sort(np.random.default_rng(1).normal(size=(2, 5, 8)), axis=-1)[..., ::-1], jnp.float32)
     for k, t in ((1, 1.0), (3, 2.0), (8, 0.7)):
-        masked = np.asarray(sweep.masked_soft_targets(logits, jnp.int32(k), jnp.float32(t)))
+        masked = np.asarray(objectives.masked_soft_targets(logits, jnp.int32(k), jnp.float32(t)))
         np.testing.assert_allclose(masked[..., :k], losses.soft_targets(logits, k, t), rtol=1e-6)
         assert np.all(masked[..., k:] == 0.0)
 
@@ -149,25 +161,25 @@ def test_step_compiles_once_for_a_fixed_batch_shape(stepped):
 )
 def test_invalid_grid_rejected(points, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        sweep.parse_grid(points, stored_k=STORED_K)
+        grid_lib.parse_grid(points, stored_k=STORED_K)
 
 
 def test_experiment_grid_and_label_k():
     experiment = config_lib.load_experiment(ROOT / "experiments" / "sweep_k_T.py")
-    members = sweep.parse_grid(experiment.sweep())
+    members = grid_lib.parse_grid(experiment.sweep())
     assert len(members) == 13 and sum(m.top_k == 1 for m in members) == 1
     assert {m.top_k for m in members} == {1, 5, 10, 20, 40} and {m.temperature for m in members} == {1.0, 2.0, 3.0}
     config = config_lib.experiment_config(ROOT / "experiments" / "sweep_k_T.py")
     with config.unlocked():
         config.student.label_top_k = 20
     with pytest.raises(ValueError, match="exceeds the k=20"):
-        sweep.with_grid(config, experiment.sweep())
+        grid_lib.with_grid(config, experiment.sweep())
     for field, value in (("online", True), ("hard_weight", 0.5)):
         config = config_lib.experiment_config(ROOT / "experiments" / "sweep_k_T.py")
         with config.unlocked():
             config.student[field] = value
         with pytest.raises(ValueError, match="from the stored soft labels alone"):
-            sweep.with_grid(config, experiment.sweep())
+            grid_lib.with_grid(config, experiment.sweep())
 
 
 # Small enough for the runner test: a 4-step teacher and student, one LF-MMI step, one test condition.
@@ -185,7 +197,7 @@ FAST = [
 
 
 def test_runner_sweep_on_tiny_workdir(tiny_run, tmp_path):
-    """The runner's sweep after `label`: rows, table and plot; a rerun skips it; a new grid redoes it."""
+    """The recipe's sweep after `label`: rows, table and plot; a rerun skips it; a new grid redoes it."""
     workdir = tmp_path / "run"
     # A copy: this test's short teacher must not replace the shared tiny workdir's.
     shutil.copytree(tiny_run[0], workdir)
@@ -193,9 +205,9 @@ def test_runner_sweep_on_tiny_workdir(tiny_run, tmp_path):
     with config.unlocked():
         config.workers = 2
     grid = [{"top_k": 1, "temperature": 1.0}, {"top_k": 20, "temperature": 2.0}]
-    config = sweep.with_grid(config, grid)
-    report = pipeline.run_stages(config, workdir, stages=sweep.stages(config))
-    assert list(report)[-2:] == ["label", "sweep"] and report["sweep"]["status"] == "ran"
+    config = grid_lib.with_grid(config, grid)
+    report = recipe_lib.run(ASR, config, workdir)
+    assert list(report)[-3:] == ["label", "sweep", "decode_sweep"] and report["sweep"]["status"] == "ran"
     assert report["noisify"]["status"] == "skipped"  # the shared data is reused, not remade
     results = json.loads((workdir / "results.json").read_text())
     for system in ("student_ce_k1_T1", "student_ce_k20_T2"):
@@ -205,15 +217,13 @@ def test_runner_sweep_on_tiny_workdir(tiny_run, tmp_path):
         assert [json.loads(line)["step"] for line in lines] == [2, 4]
     assert (workdir / "plots" / "sweep_k_T.png").read_bytes()[:4] == b"\x89PNG"
     assert "T = 2" in (workdir / "sweep_k_T.md").read_text()
-    from tsasr.report import write_report
-
-    write_report(workdir)  # the end-of-run report shows the sweep beside the recipe's systems
+    recipe_lib.write_report(ASR, config, workdir)  # the end-of-run report shows the sweep beside the recipe's systems
     report_text = (workdir / "results.md").read_text()
     assert "## k x T sweep" in report_text and "| 1 (hard labels) |" in report_text
     assert "](plots/sweep_k_T.png)" in report_text
-    again = pipeline.run_stages(config, workdir, stages=sweep.stages(config))
+    again = recipe_lib.run(ASR, config, workdir)
     assert all(info["status"] == "skipped" for info in again.values())
-    changed = sweep.with_grid(config, grid[:1])
-    keys = pipeline.stage_keys(changed, sweep.stages(changed))
-    assert keys["sweep"] != pipeline.stage_keys(config, sweep.stages(config))["sweep"]
-    assert keys["label"] == pipeline.stage_keys(config, sweep.stages(config))["label"]
+    changed = grid_lib.with_grid(config, grid[:1])
+    keys = pipeline.stage_keys(changed, ASR.stages(changed))
+    assert keys["sweep"] != pipeline.stage_keys(config, ASR.stages(config))["sweep"]
+    assert keys["label"] == pipeline.stage_keys(config, ASR.stages(config))["label"]

@@ -10,7 +10,8 @@ import pytest
 from tsasr.data import batching
 from tsasr.models import build_model
 from tsasr.train import loop, metrics, optim, sharding, state as state_lib, step as step_lib
-from tsasr.train.synthetic import synthetic_examples
+from tsasr.recipes.asr import objectives
+from tsasr.train.synthetic import BATCH_KEYS, synthetic_examples
 
 FEATURE_DIM, SENONES = 16, 8
 
@@ -36,8 +37,12 @@ def tiny_config(num_steps, **overrides):
 def batcher(num_utterances=64, batch_size=8, soft_k=0, boundaries=(64,)):
     examples = synthetic_examples(num_utterances, seed=0, feature_dim=FEATURE_DIM, num_senones=SENONES, soft_k=soft_k)
     return batching.Batcher(
-        examples, batching.BatchingConfig(batch_size=batch_size, bucket_boundaries=boundaries, seed=0)
+        examples, batching.BatchingConfig(batch_size=batch_size, bucket_boundaries=boundaries, seed=0, keys=BATCH_KEYS)
     )
+
+
+def frame_ce():
+    return step_lib.make_frame_ce_loss(tiny_tdnn(), "senones")
 
 
 def flat_params(state):
@@ -51,7 +56,7 @@ def test_step_compiles_once_per_batch_shape():
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, FEATURE_DIM)), jnp.zeros((1, 8)))["params"]
     state = jax.device_put(state_lib.create(params, tx), sharding.replicated(mesh))
     traces = []
-    train_step = step_lib.make_train_step(step_lib.make_loss_fn(model, 1), tx, schedule)
+    train_step = step_lib.make_train_step(step_lib.make_frame_ce_loss(model, "senones"), tx, schedule)
 
     def counted_step(*args):
         traces.append(1)  # Runs only while tracing.
@@ -73,7 +78,7 @@ def test_step_compiles_once_per_batch_shape():
 def test_loss_falls_on_a_learnable_task(tmp_path):
     config = tiny_config(60)
     config.optimizer.decay = "constant"
-    state = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path))
+    state = loop.train(config, tiny_tdnn(), frame_ce(), batcher(), str(tmp_path))
     records = metrics.read(str(tmp_path))
     assert [r["step"] for r in records] == list(range(1, 61))
     first = np.mean([r["loss"] for r in records[:5]])
@@ -86,16 +91,19 @@ def test_loss_falls_on_a_learnable_task(tmp_path):
     # (the last, partial batch is filled with padding rows), accuracy well above chance.
     dev_examples = synthetic_examples(13, seed=5, feature_dim=FEATURE_DIM, num_senones=SENONES)
     dev = batching.Batcher(
-        dev_examples, batching.BatchingConfig(batch_size=4, bucket_boundaries=(64,), drop_remainder=False)
+        dev_examples,
+        batching.BatchingConfig(batch_size=4, bucket_boundaries=(64,), drop_remainder=False, keys=BATCH_KEYS),
     )
-    result = loop.evaluate(config, tiny_tdnn(), state.params, dev.epoch())
-    assert result["num_frames"] == sum(e["features"].shape[0] for e in dev_examples)
+    result = loop.evaluate(tiny_tdnn(), state.params, frame_ce(), dev.epoch())
+    assert result["weight"] == sum(e["features"].shape[0] for e in dev_examples)
     assert result["frame_accuracy"] > 0.6
 
 
 def test_soft_targets_train_and_bf16_keeps_f32_params(tmp_path):
-    config = tiny_config(8, compute_dtype="bfloat16", soft_top_k=3, soft_temperature=2.0)
-    state = loop.train(config, tiny_tdnn(), batcher(soft_k=5), str(tmp_path))
+    config = tiny_config(8, compute_dtype="bfloat16")
+    model = tiny_tdnn()
+    loss_fn = objectives.make_loss_fn(model, 1, jnp.bfloat16, soft_top_k=3, soft_temperature=2.0)
+    state = loop.train(config, model, loss_fn, batcher(soft_k=5), str(tmp_path))
     assert all(leaf.dtype == np.float32 for leaf in flat_params(state))
     records = metrics.read(str(tmp_path))
     assert all(np.isfinite(r["loss"]) for r in records)
@@ -103,10 +111,10 @@ def test_soft_targets_train_and_bf16_keeps_f32_params(tmp_path):
 
 
 def test_same_seed_same_params_bitwise(tmp_path):
-    runs = [loop.train(tiny_config(6), tiny_tdnn(), batcher(), str(tmp_path / name)) for name in ("a", "b")]
+    runs = [loop.train(tiny_config(6), tiny_tdnn(), frame_ce(), batcher(), str(tmp_path / n)) for n in ("a", "b")]
     for a, b in zip(flat_params(runs[0]), flat_params(runs[1])):
         np.testing.assert_array_equal(a, b)
-    other = loop.train(tiny_config(6, seed=1), tiny_tdnn(), batcher(), str(tmp_path / "c"))
+    other = loop.train(tiny_config(6, seed=1), tiny_tdnn(), frame_ce(), batcher(), str(tmp_path / "c"))
     assert any(not np.array_equal(a, b) for a, b in zip(flat_params(runs[0]), flat_params(other)))
 
 
@@ -121,15 +129,15 @@ def test_nan_guard_names_step_and_utterances(tmp_path):
             yield batch
 
     with pytest.raises(FloatingPointError, match="at step 3") as error:
-        loop.train(tiny_config(10), tiny_tdnn(), poisoned, str(tmp_path))
+        loop.train(tiny_config(10), tiny_tdnn(), frame_ce(), poisoned, str(tmp_path))
     assert all(utt in str(error.value) for utt in poisoned.ids)
 
 
 def test_init_checkpoint_starts_a_new_run_from_params(tmp_path):
     config = tiny_config(4, checkpoint_every=2)
-    first = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path / "first"))
+    first = loop.train(config, tiny_tdnn(), frame_ce(), batcher(), str(tmp_path / "first"))
     config = tiny_config(0, init_checkpoint=str(tmp_path / "first" / "checkpoints"))
-    second = loop.train(config, tiny_tdnn(), batcher(), str(tmp_path / "second"))
+    second = loop.train(config, tiny_tdnn(), frame_ce(), batcher(), str(tmp_path / "second"))
     assert int(second.step) == 0
     for a, b in zip(flat_params(first), flat_params(second)):
         np.testing.assert_array_equal(a, b)
@@ -157,7 +165,8 @@ tx, schedule = optim.make_optimizer(optim.default_config(), 100)
 state = state_lib.create(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 64)), jnp.zeros((1, 8)))["params"], tx)
 batch = {"features": jnp.ones((8, 128, 64)), "feature_paddings": jnp.zeros((8, 128)),
          "senones": jnp.zeros((8, 128), jnp.int32)}
-step = jax.jit(step_lib.make_train_step(step_lib.make_loss_fn(model, 1), tx, schedule), donate_argnums=(0,))
+loss_fn = step_lib.make_frame_ce_loss(model, "senones")
+step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule), donate_argnums=(0,))
 faults = []
 for i in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

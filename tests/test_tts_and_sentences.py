@@ -3,7 +3,8 @@ import sys
 
 import numpy as np
 
-from data_prep import sentences, tts
+from data_prep import sentences
+from tsasr.audio import tts
 
 
 def test_synthesis_is_16k_with_ordered_phoneme_events():
@@ -54,7 +55,8 @@ def test_spell_number():
 
 _HASH_EVERY_VARIANT = """
 import hashlib
-from data_prep import noise, tts
+from data_prep import noise
+from tsasr.audio import tts
 synth = tts.synthesizer()
 for variant in tts.VARIANTS + noise.TV_VARIANTS["train"] + noise.TV_VARIANTS["test"]:
     audio = synth.synthesize("set a timer for ten minutes", tts.Voice("en-us", variant, 50, 170)).audio

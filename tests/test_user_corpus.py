@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from data_prep import corpus
 from data_prep import user_corpus
-from tsasr import config as config_lib
 from tsasr.audio import io as audio_io
 from tsasr.data import manifest
+from tsasr.recipes.asr import base_config
 
 
 def _tone(seconds, rate=16000):
@@ -116,13 +117,11 @@ def test_other_rates_are_resampled_on_read_and_logged_once(user_data, caplog):
 
 
 def test_manifest_corpus_through_the_stage(user_data, tmp_path):
-    config = config_lib.base_config()
+    config = base_config()
     config.corpus.source = "manifest"
     for split in ("train_labelled", "train_unlabelled", "dev", "test"):
         config.corpus.manifests[split] = str(user_data)
     config.workers = 1
-    from data_prep import corpus
-
     summary = corpus.run(config, tmp_path / "work")
     assert summary["test"]["utterances"] == 3
     assert summary["test"]["skipped"]["multichannel"] == 1
@@ -131,9 +130,7 @@ def test_manifest_corpus_through_the_stage(user_data, tmp_path):
 
 
 def test_missing_manifest_setting_is_a_clear_error(tmp_path):
-    config = config_lib.base_config()
+    config = base_config()
     config.corpus.source = "manifest"
-    from data_prep import corpus
-
     with pytest.raises(user_corpus.BadInputError, match="corpus.manifests.train_labelled is not set"):
         corpus.run(config, tmp_path)

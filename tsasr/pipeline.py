@@ -1,17 +1,23 @@
-"""The recipe as a chain of stages, each skipped when its marker matches.
+"""A recipe's chain of stages, each skipped when its marker matches (knows no recipe).
 
 A stage is a function `(config, workdir) -> summary`; it reads what upstream stages wrote and
 writes its outputs (atomically) under the workdir. Its key hashes the config sections it
 reads, its code version and the keys of the stages it depends on, so changing a field redoes
-the stages that read it and everything downstream, and nothing else. A stage whose key
-changed starts from clean output directories; one that was killed resumes from the chunks
-it finished (its outputs are still keyed by the same stage key).
+the stages that read it and everything downstream, and nothing else. A stage that was
+killed resumes from what it finished (its outputs are still keyed by the same stage key).
+
+Three kinds of stage:
+- `data`: outputs of another key are stale and removed before the stage runs again.
+- `train`: trains a model. Outputs of another key are never deleted: they move to
+  WORKDIR/superseded/<output>.<old key>/, so no config change loses a trained model.
+- `evaluate`: scores trained systems (its `systems` rows in results.json). It depends on
+  the training stages it evaluates, and no training stage depends on an evaluation stage,
+  so changing how a system is evaluated reruns only evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import pathlib
 import shutil
@@ -22,127 +28,45 @@ from typing import Callable
 import ml_collections
 
 from tsasr import workdir as wd
+from tsasr.evaluate import results as results_lib
 
 log = logging.getLogger(__name__)
+KINDS = ("data", "train", "evaluate")
+SUPERSEDED = "superseded"  # WORKDIR/superseded/<output>.<key>: models of an earlier key
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
     run: Callable[[ml_collections.ConfigDict, pathlib.Path], dict]
-    config_keys: tuple[str, ...]  # top-level config sections (or fields) the stage reads
+    config_keys: tuple[str, ...]  # config sections (or dotted fields) the stage reads
     deps: tuple[str, ...] = ()  # upstream stages whose outputs it reads
     outputs: tuple[str, ...] = ()  # workdir subdirectories it owns
     version: int = 1  # bump when the stage's outputs change for the same config
     all_processes: bool = False  # multi-host: every process runs it (training); else process 0, then a barrier
+    kind: str = "data"  # 'data', 'train' or 'evaluate' (see the module docstring)
+    systems: tuple[str, ...] = ()  # evaluate: the systems whose rows it writes into results.json
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"stage {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
 
 
-def _lazy(module: str, function: str) -> Callable[[ml_collections.ConfigDict, pathlib.Path], dict]:
-    """A stage function imported when the stage runs: loading the runner stays free of JAX and Kaldi."""
-
-    def run(config, workdir):
-        return getattr(importlib.import_module(module), function)(config, workdir)
-
-    run.__name__ = f"{module}.{function}"
-    return run
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("corpus", _lazy("data_prep.corpus", "run"), ("seed", "corpus"), outputs=("corpus",), version=2),
-    Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",)),
-    Stage(
-        "noisify",
-        _lazy("data_prep.noisify", "run"),
-        ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
-        deps=("corpus", "noise"),
-        outputs=("noisy",),
-        version=2,  # RIR tails drawn for their own samples only, noise gains applied to the responses
-    ),
-    Stage(
-        "align", _lazy("tsasr.hmm.stages", "align"), ("hmm",), deps=("corpus",), outputs=("lang", "align"), version=2
-    ),
-    Stage("graph", _lazy("tsasr.hmm.stages", "graph"), ("hmm",), deps=("align",), outputs=("graph",), version=2),
-    Stage(
-        "gmm",
-        _lazy("tsasr.hmm.stages", "gmm_baseline"),
-        ("hmm.gmm_baseline", "decode"),
-        deps=("align", "graph", "noisify"),
-        outputs=("decode/gmm",),
-        version=2,
-    ),
-    Stage(
-        "teacher_ce",
-        _lazy("tsasr.train.teacher", "run"),
-        ("seed", "teacher", "decode"),
-        deps=("align", "graph", "gmm", "noisify"),
-        outputs=("teacher_ce", "decode/teacher_ce"),
-        all_processes=True,
-    ),
-    Stage(
-        "teacher_seq",
-        _lazy("tsasr.train.sequence", "run_teacher"),
-        ("seed", "sequence", "decode"),
-        deps=("teacher_ce",),
-        outputs=("teacher_seq", "decode/teacher_seq"),
-        all_processes=True,
-        version=2,  # repeated phones split, numerators weighted by the phone LM
-    ),
-    Stage(
-        "label",
-        _lazy("tsasr.distill.label", "run"),
-        ("student.teacher", "student.label_top_k", "student.label_shards", "student.online"),
-        deps=("teacher_ce", "teacher_seq"),
-        outputs=("labels",),
-        all_processes=True,
-        version=2,  # CPU top-k: equal logits by lower id, as jax.lax.top_k (argpartition's order before)
-    ),
-    Stage(
-        "student_ce",
-        _lazy("tsasr.distill.student", "run"),
-        ("seed", "student", "decode"),
-        deps=("label", "noisify", "teacher_seq"),
-        outputs=("student_ce", "decode/student_ce"),
-        all_processes=True,
-    ),
-    Stage(
-        "student_seq",
-        _lazy("tsasr.train.sequence", "run_student"),
-        ("seed", "sequence", "decode"),
-        deps=("student_ce", "teacher_seq"),
-        outputs=("student_seq", "decode/student_seq"),
-        all_processes=True,
-        version=2,  # repeated phones split, numerators weighted by the phone LM
-    ),
-    Stage(
-        "multicondition_ce",
-        _lazy("tsasr.train.teacher", "run_multicondition"),
-        ("seed", "baselines", "teacher", "decode"),
-        deps=("align", "graph", "noisify", "teacher_ce"),
-        outputs=("multicondition_ce", "decode/multicondition_ce"),
-        all_processes=True,
-    ),
-    Stage(
-        "multicondition_seq",
-        _lazy("tsasr.train.sequence", "run_multicondition"),
-        ("seed", "baselines", "sequence", "decode"),
-        deps=("multicondition_ce", "teacher_seq"),
-        outputs=("multicondition_seq", "decode/multicondition_seq"),
-        all_processes=True,
-        version=2,  # repeated phones split, numerators weighted by the phone LM
-    ),
-)
+def process_index() -> int:
+    """This process's index; 0 unless a multi-host run initialised JAX."""
+    return _processes()[0]
 
 
 def _processes() -> tuple[int, int]:
     """(process index, process count); (0, 1) unless a multi-host run initialised JAX."""
-    jax = sys.modules.get("jax")
+    jax = sys.modules.get("jax")  # not imported here: loading the runner stays free of JAX
     if jax is None:
         return 0, 1
     return jax.process_index(), jax.process_count()
 
 
 def _barrier(name: str) -> None:
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # only multi-host runs get here, with JAX loaded
 
     multihost_utils.sync_global_devices(name)
 
@@ -154,7 +78,22 @@ def _select(config: ml_collections.ConfigDict, dotted: str):
     return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
 
 
-def stage_keys(config: ml_collections.ConfigDict, stages=STAGES) -> dict[str, str]:
+def check_stages(stages) -> None:
+    """Raises ValueError on a duplicate name, a dependency that is not an earlier stage, or a
+    training stage that depends on an evaluation stage (evaluation could then retrain)."""
+    kinds: dict[str, str] = {}
+    for stage in stages:
+        if stage.name in kinds:
+            raise ValueError(f"stage {stage.name!r} appears twice")
+        for dep in stage.deps:
+            if dep not in kinds:
+                raise ValueError(f"stage {stage.name!r} depends on {dep!r}, which is not an earlier stage")
+            if kinds[dep] == "evaluate" and stage.kind != "evaluate":
+                raise ValueError(f"{stage.kind} stage {stage.name!r} depends on the evaluation stage {dep!r}")
+        kinds[stage.name] = stage.kind
+
+
+def stage_keys(config: ml_collections.ConfigDict, stages) -> dict[str, str]:
     keys: dict[str, str] = {}
     for stage in stages:
         keys[stage.name] = wd.fingerprint(
@@ -167,35 +106,48 @@ def stage_keys(config: ml_collections.ConfigDict, stages=STAGES) -> dict[str, st
     return keys
 
 
-def scored_systems(stage: Stage) -> tuple[str, ...]:
-    """The systems whose rows `stage` writes into results.json: its decode/<system> outputs."""
-    return tuple(o.split("/", 1)[1] for o in stage.outputs if o.startswith("decode/"))
-
-
-def _prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages, keys: dict[str, str]) -> None:
-    """Keeps results.json to the systems whose stage's outputs match the config as now keyed, among
-    this run's stages and the recipe's (a sweep keeps the recipe's students if their config is
-    the sweep's): rows of another grid, of another config's stage, or of a stage whose key has
-    changed and that has not run again are removed (their decode/ hypotheses stay on disk)."""
-    from tsasr.decode import results as results_lib
-
-    recipe_keys = stage_keys(config, STAGES)
-    by_name = {s.name: (s, recipe_keys[s.name]) for s in STAGES} | {s.name: (s, keys[s.name]) for s in stages}
+def prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages) -> None:
+    """Keeps results.json to the systems whose evaluation stage's marker matches the config as
+    now keyed: rows of another grid, of another config's stage, or of a stage whose key has
+    changed and that has not run again are removed (their hypotheses stay on disk)."""
+    keys = stage_keys(config, stages)
     current = set()
-    for name, (stage, key) in by_name.items():  # each stage's marker read once
-        marker = wd.read_marker(workdir, name)
-        if marker and marker.get("key") == key:
-            current.update(scored_systems(stage))
+    for stage in stages:
+        marker = wd.read_marker(workdir, stage.name)
+        if stage.systems and marker and marker.get("key") == keys[stage.name]:
+            current.update(stage.systems)
     removed = results_lib.remove_systems(workdir, keep=current)
     if removed:
         log.info("results.json: removed %s, not produced by this experiment as configured", ", ".join(removed))
 
 
+def _start_clean(stage: Stage, workdir: pathlib.Path, old_key: str | None) -> None:
+    """Clears a stage's outputs of another key: a training stage's move aside, others go."""
+    for sub in stage.outputs:
+        path = workdir / sub
+        if not path.exists():
+            continue
+        if stage.kind == "train":
+            keep = workdir / SUPERSEDED / f"{sub.replace('/', '_')}.{old_key or 'unknown'}"
+            if keep.exists():
+                shutil.rmtree(keep)  # the same model, superseded twice
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(keep)
+            log.warning("stage %s: its config changed; the model of the old config moved to %s", stage.name, keep)
+        else:
+            shutil.rmtree(path)
+    if stage.systems:
+        results_lib.remove_systems(workdir, drop=stage.systems)
+
+
 def run_stages(
-    config: ml_collections.ConfigDict, workdir: pathlib.Path, stages=STAGES, until: str | None = None
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, stages, until: str | None = None
 ) -> dict[str, dict]:
     """Runs (or skips) every stage in order; returns {stage: {'status', 'seconds', 'summary'}}."""
     workdir = pathlib.Path(workdir)
+    check_stages(stages)
+    if until and until not in {s.name for s in stages}:
+        raise ValueError(f"--until {until!r} is not a stage of this recipe: {', '.join(s.name for s in stages)}")
     keys = stage_keys(config, stages)
     report = {}
     index, count = _processes()
@@ -216,29 +168,27 @@ def run_stages(
             started = wd.read_marker(workdir, f"{stage.name}.started")
             if started is None or started.get("key") != key:
                 # Outputs from another key (or an unknown one) are stale: start clean.
-                for sub in stage.outputs:
-                    if (workdir / sub).exists():
-                        shutil.rmtree(workdir / sub)
-                if index == 0 and scored_systems(stage):
-                    from tsasr.decode import results as results_lib
-
-                    results_lib.remove_systems(workdir, drop=scored_systems(stage))
-                wd.write_marker(workdir, f"{stage.name}.started", key, {})
+                if index == 0:
+                    _start_clean(stage, workdir, (marker or started or {}).get("key"))
+                if count > 1 and stage.all_processes:
+                    _barrier(f"stage {stage.name}: clean")
+                if index == 0:
+                    wd.write_marker(workdir, f"{stage.name}.started", key, {})
             else:
                 log.info("stage %-10s resuming an interrupted run", stage.name)
-            wd.clear_marker(workdir, stage.name)
+            if index == 0:
+                wd.clear_marker(workdir, stage.name)
             log.info("stage %-10s running", stage.name)
             t0 = time.perf_counter()
             summary = stage.run(config, workdir)
             seconds = time.perf_counter() - t0
-            wd.write_marker(workdir, stage.name, key, summary)
-            wd.clear_marker(workdir, f"{stage.name}.started")
+            if index == 0:
+                wd.write_marker(workdir, stage.name, key, summary)
+                wd.clear_marker(workdir, f"{stage.name}.started")
             log.info("stage %-10s done in %.1f s", stage.name, seconds)
             report[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "summary": summary}
-        if count > 1 and not stage.all_processes:
+        if count > 1:
             _barrier(f"stage {stage.name}")
         if stage.name == until:
             break
-    if index == 0:
-        _prune_results(config, workdir, stages, keys)
     return report

@@ -1,7 +1,8 @@
 """`python -m tsasr.run EXPERIMENT.py [--workdir DIR] [--tiny] [--until STAGE] [--config.a.b=value ...]`
 
-Thin entry point: parse, load the experiment, write config.json, run the stages, print what
-they made. The work is in tsasr.pipeline and the stage modules, which tests call directly.
+Thin entry point: parse, load the experiment and its recipe, write config.json, run the
+recipe's stages, print what they made and the report. The work is in tsasr.recipe,
+tsasr.pipeline and the recipe's stage modules, which tests call directly.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 
 from tsasr import config as config_lib
 from tsasr import parallel, pipeline
+from tsasr import recipe as recipe_lib
 from tsasr import workdir as wd
-from tsasr.report import write_report
 from tsasr.train import malloc
 
 
@@ -24,7 +25,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("experiment", help="experiment file with get_config(), e.g. experiments/top20_T2.py")
     parser.add_argument("--workdir", help="output directory (default: runs/<experiment name>)")
     parser.add_argument("--tiny", action="store_true", help="shrink everything for a ~2 minute smoke run")
-    parser.add_argument("--until", choices=[s.name for s in pipeline.STAGES], help="stop after this stage")
+    parser.add_argument("--until", help="stop after this stage (the recipe's stages are listed on a wrong name)")
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -58,32 +59,44 @@ def setup_logging(workdir: pathlib.Path) -> None:
 def format_report(report: dict) -> str:
     lines = []
     for stage, info in report.items():
-        lines.append(f"{stage:<10} {info['status']:<8} {info['seconds']:>7.1f} s")
+        lines.append(f"{stage:<18} {info['status']:<8} {info['seconds']:>7.1f} s")
         summary = info["summary"]
         for part, values in summary.items():
             lines.append(f"    {part:<18} {json.dumps(values, sort_keys=True)}")
     return "\n".join(lines)
 
 
+def load(experiment: str, tiny: bool, overrides: list[str]):
+    """(config, recipe) of an experiment file: its get_config(), shrunk and overridden, with the
+    grid of its sweep() (when it declares one) in config.sweep, so the grid keys its stages."""
+    config = config_lib.experiment_config(experiment, tiny_run=tiny, overrides=overrides)
+    recipe = recipe_lib.load(config.recipe)
+    module = config_lib.load_experiment(experiment)
+    if hasattr(module, "sweep"):
+        if recipe.with_sweep is None:
+            raise ValueError(f"{experiment}: declares sweep(), but recipe {recipe.name!r} has no sweeps")
+        config = recipe.with_sweep(config, module.sweep())
+    return config, recipe
+
+
 def main(argv: list[str] | None = None) -> int:
     malloc.tune()  # before JAX starts its threads
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        config = config_lib.experiment_config(args.experiment, tiny_run=args.tiny, overrides=overrides)
-        experiment = config_lib.load_experiment(args.experiment)
-        if hasattr(experiment, "sweep"):  # the grid joins the config, so it keys the sweep stage
-            from tsasr.distill import sweep
-
-            config = sweep.with_grid(config, experiment.sweep())
+        config, recipe = load(args.experiment, args.tiny, overrides)
+        stage_names = [s.name for s in recipe.stages(config)]
+        until = args.until or config.get("until") or None
+        if until and until not in stage_names:
+            raise ValueError(f"--until {until!r} is not a stage of recipe {recipe.name!r}: {', '.join(stage_names)}")
     except (KeyError, ValueError, TypeError, FileNotFoundError, AttributeError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else "")))
-    if config.workers <= 0:
+    if config.get("workers", 1) <= 0:
         with config.unlocked():
             config.workers = parallel.default_workers()
     if args.coordinator or args.distributed:
-        from tsasr.train import sharding
+        from tsasr.train import sharding  # loads JAX: only multi-host runs initialise it here
 
         sharding.initialize_distributed(
             args.coordinator,
@@ -92,20 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     setup_logging(workdir)
     wd.write_json(workdir / "config.json", config.to_dict())
-    logging.getLogger("tsasr").info("experiment %s -> %s", args.experiment, workdir)
-    until = args.until or config.get("until") or None
-    if until and until not in {s.name for s in pipeline.STAGES}:
-        print(f"error: config.until={until!r} is not a stage", file=sys.stderr)
-        return 2
-    stages = pipeline.STAGES
-    if "sweep" in config:  # the recipe up to `label`, then every grid point in one vmapped trainer
-        from tsasr.distill import sweep
-
-        stages = sweep.stages(config, until)
-    report = pipeline.run_stages(config, workdir, stages=stages, until=until)
-    print(format_report(report))
-    table = write_report(workdir)
-    print(f"\nresults ({workdir / 'results.md'}):\n{table}")
+    logging.getLogger("tsasr").info("experiment %s (recipe %s) -> %s", args.experiment, recipe.name, workdir)
+    report = recipe_lib.run(recipe, config, workdir, until=until)
+    if pipeline.process_index() == 0:
+        print(format_report(report))
+        table = recipe_lib.write_report(recipe, config, workdir)
+        print(f"\nresults ({workdir / 'results.md'}):\n{table}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """Length-bucketed batching of padded utterances, with host sharding and prefetch.
 
-Works on an in-memory list of examples: dicts of numpy arrays with an `id` (str),
-`features` [frames, dim] and per-frame targets at the feature frame rate (`senones`
-[frames], or `soft_ids` / `soft_logits` / `soft_probs` [frames, k], or for online
-distillation the parallel clean utterance's `clean_features` [frames, dim]). It must not know
-how examples were read: corpus readers build the list, this module only plans and pads.
+Works on an in-memory list of examples: dicts of numpy arrays with an `id` (str) and
+`features` [frames, dim], plus the keys the recipe declares in `BatchingConfig.keys`, each
+either frame-level (`FRAME`: [frames, ...] at the feature frame rate, e.g. senone
+alignments, soft labels; padded to the bucket length) or clip-level (`CLIP`: one array per
+example, e.g. a tag vector; stacked). A key that is not declared is an error, never dropped.
+It must not know how examples were read: corpus readers build the list, this module only
+plans and pads.
 
 Determinism: the plan of epoch e (which utterances go together, in which order) is a
 function of (seed, epoch) and the utterance lengths only, so every host computes the
@@ -16,13 +18,17 @@ uninterrupted run.
 import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-# Arrays whose first axis is frames; they are padded (with 0) to the bucket length.
-FRAME_KEYS = ("features", "senones", "soft_ids", "soft_logits", "soft_probs", "clean_features")
-TARGET_KEYS = ("senones", "soft_ids", "soft_logits", "soft_probs", "clean_features")
+FRAME = "frame"  # [frames, ...]: padded (with 0) to the bucket length; `feature_paddings` marks the pad
+CLIP = "clip"  # one array per example: stacked (filler rows are 0)
+INPUT = "features"  # the frame-level key whose length buckets, pads and paddings follow
+
+
+def _only_features():
+    return {INPUT: FRAME}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,21 +44,38 @@ class BatchingConfig:
     # Alignment vs feature frame counts may differ by this much (e.g. a different
     # snip_edges convention); targets are then cut or edge-padded to the features.
     max_length_mismatch: int = 0
+    # Every key an example may carry besides `id`: FRAME or CLIP (`features` is always FRAME).
+    keys: Mapping[str, str] = dataclasses.field(default_factory=_only_features)
 
 
-def validate_example(example: dict, max_length_mismatch: int = 0) -> dict:
-    """Checks one example and returns it with targets fitted to the feature frames.
+def validate_keys(keys: Mapping[str, str]) -> None:
+    if keys.get(INPUT) != FRAME:
+        raise ValueError(f"batching keys must declare {INPUT!r} as {FRAME!r}; got {dict(keys)}")
+    bad = {k: v for k, v in keys.items() if v not in (FRAME, CLIP)}
+    if bad:
+        raise ValueError(f"batching keys must be {FRAME!r} or {CLIP!r}; got {bad}")
 
-    Raises ValueError naming the utterance on a missing id, missing or non-finite
-    features, or targets whose frame count differs from the features by more than
-    max_length_mismatch.
+
+def validate_example(example: dict, keys: Mapping[str, str] | None = None, max_length_mismatch: int = 0) -> dict:
+    """Checks one example against the declared `keys` and returns it with frame-level keys
+    fitted to the feature frames.
+
+    Raises ValueError naming the utterance on a missing id, a key not declared, missing or
+    non-finite features, or a frame-level key whose frame count differs from the features by
+    more than max_length_mismatch.
     """
+    keys = _only_features() if keys is None else keys
     utt = example.get("id")
     if not isinstance(utt, str) or not utt:
         raise ValueError(f"example without a string `id`: keys {sorted(example)}")
-    if "features" not in example:
-        raise ValueError(f"utterance {utt!r}: no `features`.")
-    features = np.asarray(example["features"])
+    undeclared = sorted(set(example) - set(keys) - {"id"})
+    if undeclared:
+        raise ValueError(
+            f"utterance {utt!r}: keys {undeclared} are not declared for batching (declared: {sorted(keys)})"
+        )
+    if INPUT not in example:
+        raise ValueError(f"utterance {utt!r}: no `{INPUT}`.")
+    features = np.asarray(example[INPUT])
     if features.ndim != 2:
         raise ValueError(f"utterance {utt!r}: features must be [frames, dim], got shape {features.shape}.")
     if not np.all(np.isfinite(features)):
@@ -60,8 +83,8 @@ def validate_example(example: dict, max_length_mismatch: int = 0) -> dict:
         raise ValueError(f"utterance {utt!r}: features contain NaN or Inf (first at frame {bad[0]}, dim {bad[1]}).")
     frames = features.shape[0]
     fitted = dict(example)
-    for key in TARGET_KEYS:
-        if key not in example:
+    for key, kind in keys.items():
+        if key == INPUT or kind != FRAME or key not in example:
             continue
         target = np.asarray(example[key])
         if abs(target.shape[0] - frames) > max_length_mismatch:
@@ -86,27 +109,34 @@ def bucket_length(frames: int, boundaries: Sequence[int]) -> int:
     return -(-frames // last) * last
 
 
-def collate(examples: Sequence[dict], length: int, batch_size: int | None = None):
-    """Pads examples to `length` frames and stacks them into a batch dict.
+def collate(
+    examples: Sequence[dict], length: int, batch_size: int | None = None, keys: Mapping[str, str] | None = None
+):
+    """Pads frame-level keys to `length` frames, stacks clip-level ones, into a batch dict.
 
-    Returns `feature_paddings` [batch, length] (1.0 = pad) beside every frame key, and
-    `ids` (numpy str array, '' for filler rows added up to batch_size).
+    Returns `feature_paddings` [batch, length] (1.0 = pad) beside the declared keys the
+    examples carry, and `ids` (numpy str array, '' for filler rows added up to batch_size).
     """
+    keys = _only_features() if keys is None else keys
     batch_size = batch_size or len(examples)
     first = examples[0]
     batch = {}
-    for key in FRAME_KEYS:
+    for key, kind in keys.items():
         if key not in first:
             continue
-        shape = (batch_size, length) + np.asarray(first[key]).shape[1:]
-        out = np.zeros(shape, np.asarray(first[key]).dtype)
+        item = np.asarray(first[key])
+        shape = (batch_size, length) + item.shape[1:] if kind == FRAME else (batch_size,) + item.shape
+        out = np.zeros(shape, item.dtype)
         for row, example in enumerate(examples):
             value = np.asarray(example[key])
-            out[row, : value.shape[0]] = value
+            if kind == FRAME:
+                out[row, : value.shape[0]] = value
+            else:
+                out[row] = value
         batch[key] = out
     paddings = np.ones((batch_size, length), np.float32)
     for row, example in enumerate(examples):
-        paddings[row, : np.asarray(example["features"]).shape[0]] = 0.0
+        paddings[row, : np.asarray(example[INPUT]).shape[0]] = 0.0
     batch["feature_paddings"] = paddings
     ids = [example["id"] for example in examples] + [""] * (batch_size - len(examples))
     batch["ids"] = np.asarray(ids)
@@ -126,10 +156,11 @@ class Batcher:
         self.config = config
         self.process_index, self.process_count = process_index, process_count
         self.local_batch_size = config.batch_size // process_count
-        self.examples = [validate_example(e, config.max_length_mismatch) for e in examples]
+        validate_keys(config.keys)
+        self.examples = [validate_example(e, config.keys, config.max_length_mismatch) for e in examples]
         # A batch needs every target kind for every row: an utterance without its
         # alignment (or soft labels) is an error, not a silently unsupervised row.
-        targets = {key for e in self.examples for key in TARGET_KEYS if key in e}
+        targets = {key for e in self.examples for key in config.keys if key in e}
         for example in self.examples:
             missing = sorted(targets - set(example))
             if missing:
@@ -171,12 +202,12 @@ class Batcher:
         rows = [self.examples[i] for i in indices[start : start + self.local_batch_size]]
         if not rows:  # This host's rows are all filler: stack a padded copy of one example.
             filler = dict(self.examples[indices[0]])
-            filler["features"] = filler["features"][:0]
+            filler[INPUT] = filler[INPUT][:0]
             rows = [filler]
-            batch = collate(rows, length, self.local_batch_size)
+            batch = collate(rows, length, self.local_batch_size, self.config.keys)
             batch["feature_paddings"][:] = 1.0
         else:
-            batch = collate(rows, length, self.local_batch_size)
+            batch = collate(rows, length, self.local_batch_size, self.config.keys)
         batch["ids"] = np.asarray(ids)
         return batch
 

@@ -1,6 +1,4 @@
 """WFST decoding of per-frame senone scores and WER scoring.
 
-Imports tsasr.hmm first for its import-order guard (see tsasr/hmm/__init__.py).
+The Kaldi wheels come from tsasr.kaldi, which owns their import order.
 """
-
-import tsasr.hmm  # noqa: F401  pylint: disable=unused-import

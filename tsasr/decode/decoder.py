@@ -15,11 +15,10 @@ import multiprocessing
 import pathlib
 from typing import Mapping
 
-import kaldi_decoder
-import kaldifst
 import numpy as np
 
-from tsasr.hmm import fstutil
+from tsasr import kaldi
+from tsasr.kaldi import kaldi_decoder, kaldifst
 
 
 @dataclasses.dataclass
@@ -161,5 +160,5 @@ def _decode_chunk(args):
 
 
 def graph_size(graph: Graph) -> dict[str, int]:
-    arcs = fstutil.to_arcs(graph.fst)
+    arcs = kaldi.to_arcs(graph.fst)
     return {"states": int(graph.fst.num_states), "arcs": int(len(arcs.src))}

@@ -12,19 +12,19 @@ from __future__ import annotations
 import pathlib
 from typing import Sequence
 
-import kaldifst
 import numpy as np
 
+from tsasr import kaldi
+from tsasr import workdir as wd
 from tsasr.decode.decoder import Graph
-from tsasr.hmm import fstutil
-from tsasr.hmm import io as hmm_io
+from tsasr.kaldi import kaldifst
 
 
 def import_pdf_alignments(rspecifier: str, num_senones: int, out_dir: pathlib.Path) -> dict:
     """Reads `ark:`/`scp:` per-frame pdf-id alignments (kaldiio) and writes them as
     OUT_DIR/senones.npz, index.json and priors.npy, as the `align` stage does. Utterances
     with ids outside [0, num_senones) are skipped and returned by name."""
-    import kaldiio  # pylint: disable=import-outside-toplevel
+    import kaldiio  # pylint: disable=import-outside-toplevel  (optional, 76 ms: only for Kaldi users)
 
     senones, bad = {}, []
     if rspecifier.startswith("scp:"):
@@ -41,9 +41,9 @@ def import_pdf_alignments(rspecifier: str, num_senones: int, out_dir: pathlib.Pa
     for ali in senones.values():
         counts += np.bincount(ali, minlength=num_senones)
     out_dir = pathlib.Path(out_dir)
-    hmm_io.write_npz(out_dir / "senones.npz", senones)
-    hmm_io.write_json(out_dir / "index.json", {u: len(a) for u, a in senones.items()})
-    hmm_io.write_npy(out_dir / "priors.npy", (counts + 1) / (counts.sum() + num_senones))
+    wd.write_npz(out_dir / "senones.npz", senones)
+    wd.write_json(out_dir / "index.json", {u: len(a) for u, a in senones.items()})
+    wd.write_npy(out_dir / "priors.npy", (counts + 1) / (counts.sum() + num_senones))
     return {"utterances": len(senones), "skipped": bad, "num_senones": num_senones}
 
 
@@ -52,7 +52,7 @@ def relabel_kaldi_hclg(hclg_path: pathlib.Path, transition_id_to_pdf: Sequence[i
 
     `transition_id_to_pdf[t]` is the pdf of transition id t (index 0 unused).
     """
-    arcs = fstutil.to_arcs(kaldifst.StdVectorFst.read(str(hclg_path)))
+    arcs = kaldi.to_arcs(kaldifst.StdVectorFst.read(str(hclg_path)))
     table = np.asarray(transition_id_to_pdf, np.int64)
     emitting = arcs.ilabel > 0
     if np.any(arcs.ilabel[emitting] >= len(table)):
@@ -62,4 +62,4 @@ def relabel_kaldi_hclg(hclg_path: pathlib.Path, transition_id_to_pdf: Sequence[i
     for line in pathlib.Path(words_txt).read_text().splitlines():
         word, index = line.split()
         words[int(index)] = word
-    return Graph(fstutil.from_arcs(arcs), words)
+    return Graph(kaldi.from_arcs(arcs), words)

@@ -53,3 +53,15 @@ def compare(
         "b": percent(result["system2"]),
         "p_b_better": result["p_s2_improv_over_s1"],
     }
+
+
+def interval(
+    ref: Mapping[str, Sequence[str]], hyp: Mapping[str, Sequence[str]], replications: int = 10000, seed: int = 0
+) -> dict:
+    """Bootstrap (Bisani & Ney) 95 % interval of one system's WER over the utterances of
+    `ref`: {'wer', 'ci95min', 'ci95max', ...} in percent."""
+    utts = sorted(ref)
+    result = kaldialign.bootstrap_wer_ci(
+        [list(ref[u]) for u in utts], [list(hyp.get(u, [])) for u in utts], replications=replications, seed=seed
+    )
+    return {k: 100.0 * v for k, v in result.items()}

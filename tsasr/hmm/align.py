@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import kaldi_decoder
 import numpy as np
 
-from tsasr.hmm import fstutil
+from tsasr import kaldi
 from tsasr.hmm.graph import AlignmentGraph
+from tsasr.kaldi import kaldi_decoder
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def viterbi(
         if decoder.reached_final():
             ok, best = decoder.get_best_path()
             if ok:
-                return _parse(fstutil.linear_path(best), graph, loglikes, len(loglikes))
+                return _parse(kaldi.linear_path(best), graph, loglikes, len(loglikes))
     return None
 
 

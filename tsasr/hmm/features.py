@@ -14,9 +14,11 @@ import collections
 import functools
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from tsasr.audio import lfbe as lfbe_lib
+from tsasr.data import padded
 
 NUM_CEPS = 13
 CEPSTRAL_LIFTER = 22.0
@@ -53,35 +55,21 @@ def add_deltas(feats: np.ndarray, window: int = 2) -> np.ndarray:
 
 @functools.cache
 def _jitted_lfbe():
-    import jax  # pylint: disable=import-outside-toplevel
-
     return jax.jit(lfbe_lib.lfbe)
 
 
 def log_mel(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
     """LFBE of each waveform, [frames, 64] float32, through the project's JAX LFBE."""
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-    lfbe = _jitted_lfbe()
-    order = np.argsort([len(a) for a in audios])
+    order = np.argsort([len(a) for a in audios])  # (not stable: ties keep this order)
+    items = {int(i): np.asarray(audios[i], np.float32) for i in order}
     result: list[np.ndarray | None] = [None] * len(audios)
-    for start in range(0, len(order), _BATCH):
-        idx = order[start : start + _BATCH]
-        longest = max(len(audios[i]) for i in idx)
-        # Widths are powers of two times a bucket and the batch is always full, so a whole
-        # corpus compiles the LFBE only a handful of times.
-        width = _BUCKET_SAMPLES
-        while width < longest:
-            width *= 2
-        batch = np.zeros((_BATCH, width), np.float32)
-        paddings = np.ones((_BATCH, width), np.float32)
-        for row, i in enumerate(idx):
-            batch[row, : len(audios[i])] = audios[i]
-            paddings[row, : len(audios[i])] = 0.0
-        feats, _ = lfbe(jnp.asarray(batch), jnp.asarray(paddings))
+    # Widths are powers of two times a bucket and the batch is always full, so a whole
+    # corpus compiles the LFBE only a handful of times.
+    width = padded.next_power_of_two_times(_BUCKET_SAMPLES)
+    for batch, (feats, _) in padded.map_padded(_jitted_lfbe(), items, _BATCH, width):
         feats = np.asarray(feats)
-        for row, i in enumerate(idx):
-            result[i] = feats[row, : lfbe_lib.num_frames(len(audios[i]))]
+        for row, (i, n) in enumerate(zip(batch.ids, batch.lengths)):
+            result[i] = feats[row, : lfbe_lib.num_frames(n)]
     return result  # type: ignore[return-value]
 
 

@@ -16,8 +16,9 @@ import heapq
 import pickle
 from typing import Mapping
 
-import kaldi_hmm_gmm as khg
 import numpy as np
+
+from tsasr.kaldi import kaldi_hmm_gmm as khg
 
 
 def to_bytes(am: khg.AmDiagGmm) -> bytes:

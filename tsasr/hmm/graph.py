@@ -15,18 +15,21 @@ context of every frame.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import os
 import pathlib
 from typing import Sequence
 
-import kaldifst
-import kaldilm
 import numpy as np
+from kaldingram import train as ngram_train
 
-from tsasr.hmm import fstutil
-from tsasr.hmm import io as hmm_io
+from tsasr import kaldi
+from tsasr import workdir as wd
+from tsasr.fst import Arcs
 from tsasr.hmm.context import ContextDependency
 from tsasr.hmm.lexicon import Lexicon, lexicon_fst
+from tsasr.kaldi import kaldifst, kaldilm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +49,7 @@ class HmmCosts:
         return -math.log(1.0 - self.self_loop_prob) * self.self_loop_scale
 
 
-def h_arcs(ilabel_info: Sequence[Sequence[int]], context: ContextDependency, disambig_offset: int) -> fstutil.Arcs:
+def h_arcs(ilabel_info: Sequence[Sequence[int]], context: ContextDependency, disambig_offset: int) -> Arcs:
     """H without self-loops: context-window index in, senone+1 per HMM state out... read
     the other way round, as a transducer from senone labels to C's input symbols.
 
@@ -74,7 +77,7 @@ def h_arcs(ilabel_info: Sequence[Sequence[int]], context: ContextDependency, dis
             if target:
                 next_state += 1
             state = target
-    return fstutil.Arcs(
+    return Arcs(
         start=0,
         src=np.array(src, np.int64),
         dst=np.array(dst, np.int64),
@@ -86,7 +89,7 @@ def h_arcs(ilabel_info: Sequence[Sequence[int]], context: ContextDependency, dis
     )
 
 
-def add_self_loops(arcs: fstutil.Arcs, num_pdfs: int, costs: HmmCosts) -> fstutil.Arcs:
+def add_self_loops(arcs: Arcs, num_pdfs: int, costs: HmmCosts) -> Arcs:
     """Adds a self-loop after every senone label, splitting states reached by several
     different labels (Kaldi's add-self-loops with reorder=false).
 
@@ -148,7 +151,7 @@ def add_self_loops(arcs: fstutil.Arcs, num_pdfs: int, costs: HmmCosts) -> fstuti
     dst = dst.copy()
     dst[redirect] = [target[(d, l)] for d, l in zip(dst[redirect].tolist(), ilabel[redirect].tolist())]
     final.update(new_finals)
-    return fstutil.Arcs(
+    return Arcs(
         start=arcs.start,
         src=src,
         dst=dst,
@@ -168,10 +171,6 @@ def _compose(a: kaldifst.StdVectorFst, b: kaldifst.StdVectorFst) -> kaldifst.Std
 
 def train_lm_arpa(sentences: Sequence[Sequence[str]], order: int) -> str:
     """Kneser-Ney n-gram LM (kaldingram, SRILM-compatible) in ARPA format."""
-    import io  # pylint: disable=import-outside-toplevel
-    import os  # pylint: disable=import-outside-toplevel
-    from kaldingram import train as ngram_train  # pylint: disable=import-outside-toplevel
-
     # kaldingram draws tqdm bars on stderr; they would drown the stage log.
     previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
@@ -185,8 +184,6 @@ def train_lm_arpa(sentences: Sequence[Sequence[str]], order: int) -> str:
 
 
 def _train_lm_arpa(ngram_train, sentences, order):
-    import io  # pylint: disable=import-outside-toplevel
-
     counts = ngram_train.NgramCounts(order)
     for words in sentences:
         counts.add_raw_counts_from_line(" ".join(words))
@@ -218,14 +215,14 @@ def build_hclg(
         ifst=lg,
     )
     disambig_offset = context.num_pdfs + 1
-    h = fstutil.from_arcs(h_arcs(ilabel_info, context, disambig_offset))
+    h = kaldi.from_arcs(h_arcs(ilabel_info, context, disambig_offset))
     hclga = _compose(h, clg)
     kaldifst.determinize_star(hclga, use_log=True)
-    arcs = fstutil.to_arcs(hclga)
+    arcs = kaldi.to_arcs(hclga)
     arcs.ilabel[arcs.ilabel > context.num_pdfs] = 0  # disambiguation symbols have done their job
-    hclga = fstutil.from_arcs(arcs)
+    hclga = kaldi.from_arcs(arcs)
     kaldifst.minimize_encoded(hclga)
-    hclg = fstutil.from_arcs(add_self_loops(fstutil.to_arcs(hclga), context.num_pdfs, costs))
+    hclg = kaldi.from_arcs(add_self_loops(kaldi.to_arcs(hclga), context.num_pdfs, costs))
     kaldifst.arcsort(hclg, sort_type="ilabel")
     return hclg
 
@@ -252,19 +249,19 @@ def alignment_graph(
     clw, ilabel_info = kaldifst.compose_context(
         disambig_syms=[], context_width=context.context_width, central_position=context.central_position, ifst=lw
     )
-    arcs = fstutil.to_arcs(clw)
+    arcs = kaldi.to_arcs(clw)
     arcs.olabel = arcs.ilabel.copy()  # project onto the phone windows
-    h = fstutil.from_arcs(h_arcs(ilabel_info, context, context.num_pdfs + 1))
-    hclw = _compose(h, fstutil.from_arcs(arcs))
-    arcs = add_self_loops(fstutil.to_arcs(hclw), context.num_pdfs, costs)
+    h = kaldi.from_arcs(h_arcs(ilabel_info, context, context.num_pdfs + 1))
+    hclw = _compose(h, kaldi.from_arcs(arcs))
+    arcs = add_self_loops(kaldi.to_arcs(hclw), context.num_pdfs, costs)
     emitting = arcs.ilabel > 0
     pdfs = np.unique(arcs.ilabel[emitting]) - 1
     arcs.ilabel[emitting] = np.searchsorted(pdfs, arcs.ilabel[emitting] - 1) + 1
-    return AlignmentGraph(fst=fstutil.from_arcs(arcs), windows=[list(w) for w in ilabel_info], pdfs=pdfs)
+    return AlignmentGraph(fst=kaldi.from_arcs(arcs), windows=[list(w) for w in ilabel_info], pdfs=pdfs)
 
 
 def write_fst(path: pathlib.Path, fst: kaldifst.StdVectorFst) -> None:
-    with hmm_io.atomic_path(path) as tmp:
+    with wd.atomic_path(path) as tmp:
         fst.write(str(tmp))
 
 

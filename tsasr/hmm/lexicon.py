@@ -22,10 +22,10 @@ import math
 import pathlib
 from typing import Callable, Iterable
 
-import kaldifst
-
-from tsasr.hmm import io as hmm_io
+from tsasr import workdir as wd
+from tsasr.audio import tts
 from tsasr.hmm import phones as phone_set
+from tsasr.kaldi import kaldifst
 
 UNK = "<unk>"  # maps to spoken noise; stands for any word we cannot pronounce
 EPS = "<eps>"
@@ -40,9 +40,7 @@ def _cmudict() -> dict[str, list[list[str]]]:
 
 def espeak_g2p() -> Callable[[str], list[str] | None]:
     """A G2P backed by espeak-ng: word -> ARPAbet phones, or None when unmappable."""
-    from data_prep.tts import synthesizer  # pylint: disable=import-outside-toplevel
-
-    synth = synthesizer()
+    synth = tts.synthesizer()
 
     def g2p(word: str) -> list[str] | None:
         return phone_set.espeak_string_to_arpabet(synth.phonemes(word))
@@ -231,16 +229,16 @@ def lexicon_fst(lexicon: Lexicon, silence_prob: float = 0.5, disambig: bool = Fa
 def write_lang(lang_dir: pathlib.Path, lexicon: Lexicon) -> None:
     """Writes lexicon.txt, words.txt, phones.txt, topo, disambig.txt, oov_g2p.txt."""
     lang_dir.mkdir(parents=True, exist_ok=True)
-    hmm_io.write_text(
+    wd.write_text(
         lang_dir / "lexicon.txt",
         "".join(f"{w} {' '.join(p)}\n" for w in sorted(lexicon.prons) for p in lexicon.prons[w]),
     )
-    hmm_io.write_text(lang_dir / "words.txt", "".join(f"{w} {i}\n" for w, i in lexicon.word_ids.items()))
-    hmm_io.write_text(lang_dir / "phones.txt", "".join(f"{p} {i}\n" for p, i in lexicon.phone_ids.items()))
-    hmm_io.write_text(lang_dir / "disambig.txt", "".join(f"{i}\n" for i in lexicon.disambig_phone_ids))
-    hmm_io.write_text(lang_dir / "topo", topology_text(lexicon))
-    hmm_io.write_text(lang_dir / "oov_g2p.txt", "".join(f"{w}\n" for w in lexicon.oov_g2p))
-    hmm_io.write_text(lang_dir / "no_pron.txt", "".join(f"{w}\n" for w in lexicon.no_pron))
+    wd.write_text(lang_dir / "words.txt", "".join(f"{w} {i}\n" for w, i in lexicon.word_ids.items()))
+    wd.write_text(lang_dir / "phones.txt", "".join(f"{p} {i}\n" for p, i in lexicon.phone_ids.items()))
+    wd.write_text(lang_dir / "disambig.txt", "".join(f"{i}\n" for i in lexicon.disambig_phone_ids))
+    wd.write_text(lang_dir / "topo", topology_text(lexicon))
+    wd.write_text(lang_dir / "oov_g2p.txt", "".join(f"{w}\n" for w in lexicon.oov_g2p))
+    wd.write_text(lang_dir / "no_pron.txt", "".join(f"{w}\n" for w in lexicon.no_pron))
 
 
 def read_lang(lang_dir: pathlib.Path) -> Lexicon:

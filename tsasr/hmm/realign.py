@@ -23,13 +23,13 @@ import re
 import traceback
 from typing import Mapping, Sequence
 
-import kaldifst
 import numpy as np
 
 from tsasr.hmm import align as align_lib
 from tsasr.hmm import gmm as gmm_lib
 from tsasr.hmm import graph as graph_lib
 from tsasr.hmm import lexicon as lexicon_lib
+from tsasr.kaldi import kaldifst
 
 
 class Realigner:

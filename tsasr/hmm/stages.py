@@ -1,13 +1,12 @@
-"""Runner stages `align` and `graph`: from the labelled corpus to senone alignments, the
-senone tree, the decoding graph and the GMM baseline WER.
+"""Stages `align` and `graph` of the asr recipe: from the labelled corpus to senone
+alignments, the senone tree and the decoding graph.
 
 align(config, workdir):  WORKDIR/lang (lexicon, symbol tables, topology) and WORKDIR/align
   (per-frame senone ids of every alignable labelled utterance, senone priors, tree.json,
   the triphone GMM) from corpus/train_labelled.jsonl.
 graph(config, workdir):  WORKDIR/graph (G from an n-gram LM on the training transcripts,
   HCLG.fst with senone+1 input labels, words.txt).
-gmm_baseline(config, workdir):  each test condition present is decoded with the triphone
-  GMM and scored into results.json as system `gmm`.
+The triphone GMM's own WER is an evaluation stage (tsasr.recipes.asr.evaluate.gmm).
 
 Both return a short summary dict. Excluded utterances (no pronunciation for a word,
 too short, beam failure) are counted and named in the log and in align/excluded.json.
@@ -24,40 +23,23 @@ import time
 
 import numpy as np
 
+from tsasr import workdir as wd
+from tsasr.audio.io import read_audio
+from tsasr.data.manifest import read_manifest
 from tsasr.hmm import align as align_lib
 from tsasr.hmm import boundaries
 from tsasr.hmm import context as context_lib
 from tsasr.hmm import features as features_lib
 from tsasr.hmm import gmm as gmm_lib
 from tsasr.hmm import graph as graph_lib
-from tsasr.hmm import io as hmm_io
 from tsasr.hmm import lexicon as lexicon_lib
 from tsasr.hmm import phones as phone_set
 from tsasr.hmm import realign as realign_lib
 from tsasr.hmm import tree as tree_lib
 
-CONDITION_MANIFESTS = {
-    "clean": ("corpus", "test.jsonl"),
-    "noisy": ("noisy", "test_noisy.jsonl"),
-    "rerecorded": ("noisy", "test_rerecorded.jsonl"),
-}
-
-
-def _read_manifest(path: pathlib.Path) -> list[dict]:
-    from tsasr.data.manifest import read_manifest  # pylint: disable=import-outside-toplevel
-
-    return read_manifest(path)
-
-
-def _read_audio(path) -> np.ndarray:
-    from tsasr.audio.io import read_audio  # pylint: disable=import-outside-toplevel
-
-    return read_audio(path)
-
-
 def load_features(records: list[dict]) -> dict[str, np.ndarray]:
     """MFCC + deltas with per-speaker CMVN, keyed by utterance id."""
-    audios = [_read_audio(r["audio"]) for r in records]
+    audios = [read_audio(r["audio"]) for r in records]
     feats = features_lib.mfcc_with_deltas(audios, [r.get("speaker", r["id"]) for r in records])
     return {r["id"]: f for r, f in zip(records, feats)}
 
@@ -117,12 +99,12 @@ def align(config, workdir: pathlib.Path) -> dict:
     workdir = pathlib.Path(workdir)
     hc = config.hmm
     started = time.time()
-    records = [r for r in _read_manifest(workdir / "corpus" / "train_labelled.jsonl") if r.get("text")]
+    records = [r for r in read_manifest(workdir / "corpus" / "train_labelled.jsonl") if r.get("text")]
     lm_words = set()
     for split in hc.lm_splits:
         path = workdir / "corpus" / f"{split}.jsonl"
         if path.exists() and split != "train_unlabelled":
-            lm_words.update(w for r in _read_manifest(path) for w in r.get("text", "").split())
+            lm_words.update(w for r in read_manifest(path) for w in r.get("text", "").split())
     words = lm_words | {w for r in records for w in r["text"].split()}
     lexicon = lexicon_lib.build_lexicon(words, lexicon_lib.espeak_g2p() if hc.g2p else None, max_prons=hc.max_prons)
     lexicon_lib.write_lang(workdir / "lang", lexicon)
@@ -198,15 +180,15 @@ def align(config, workdir: pathlib.Path) -> dict:
     for a in tri_alignments.values():
         counts += np.bincount(a.senones, minlength=tree.num_pdfs)
     priors = (counts + 1.0) / (counts.sum() + tree.num_pdfs)  # add-one: no senone has prior 0
-    hmm_io.write_npz(out / "senones.npz", {u: a.senones for u, a in tri_alignments.items()})
-    hmm_io.write_npz(out / "phones.npz", {u: a.phones for u, a in tri_alignments.items()})
-    hmm_io.write_npy(out / "priors.npy", priors)
-    hmm_io.write_npy(out / "senone_counts.npy", counts)
-    hmm_io.write_text(out / "tree.json", tree.to_json())
-    hmm_io.write_bytes(out / "tri_gmm.pkl", gmm_lib.to_bytes(tri_am))
-    hmm_io.write_bytes(out / "tri_gmm.kaldi", gmm_lib.kaldi_binary(tri_am))
-    hmm_io.write_json(out / "index.json", {u: len(a.senones) for u, a in tri_alignments.items()})
-    hmm_io.write_json(out / "excluded.json", excluded)
+    wd.write_npz(out / "senones.npz", {u: a.senones for u, a in tri_alignments.items()})
+    wd.write_npz(out / "phones.npz", {u: a.phones for u, a in tri_alignments.items()})
+    wd.write_npy(out / "priors.npy", priors)
+    wd.write_npy(out / "senone_counts.npy", counts)
+    wd.write_text(out / "tree.json", tree.to_json())
+    wd.write_bytes(out / "tri_gmm.pkl", gmm_lib.to_bytes(tri_am))
+    wd.write_bytes(out / "tri_gmm.kaldi", gmm_lib.kaldi_binary(tri_am))
+    wd.write_json(out / "index.json", {u: len(a.senones) for u, a in tri_alignments.items()})
+    wd.write_json(out / "excluded.json", excluded)
     for utt, reason in sorted(excluded.items()):
         logging.warning("align: excluded %s: %s", utt, reason)
 
@@ -225,7 +207,7 @@ def align(config, workdir: pathlib.Path) -> dict:
         "monophone_seconds": round(mono_seconds, 1),
         "seconds": round(time.time() - started, 1),
     }
-    hmm_io.write_json(out / "summary.json", summary)
+    wd.write_json(out / "summary.json", summary)
     logging.info("align: %s", json.dumps(summary))
     return summary
 
@@ -239,7 +221,7 @@ def boundary_accuracy(records, alignments, phone_names, tolerance_s) -> dict:
         if a is None or not r.get("tts_phonemes"):
             continue
         segments = [(first, end, phone_names[w[len(w) // 2]]) for first, end, w in a.segments]
-        reference = boundaries.reference_phones(r["tts_phonemes"], _read_audio(r["audio"]))
+        reference = boundaries.reference_phones(r["tts_phonemes"], read_audio(r["audio"]))
         w, c = boundaries.boundary_counts(reference, boundaries.aligned_phones(segments), tolerance_s)
         within += w
         compared += c
@@ -264,7 +246,7 @@ def graph(config, workdir: pathlib.Path) -> dict:
     for split in hc.lm_splits:
         if split == "train_unlabelled":
             continue  # its transcripts stand in for audio nobody transcribed
-        for r in _read_manifest(workdir / "corpus" / f"{split}.jsonl"):
+        for r in read_manifest(workdir / "corpus" / f"{split}.jsonl"):
             words = [w if w in lexicon.prons else lexicon_lib.UNK for w in r.get("text", "").split()]
             if lexicon_lib.UNK in words and not spn_frames:
                 dropped += 1
@@ -276,9 +258,9 @@ def graph(config, workdir: pathlib.Path) -> dict:
         logging.warning("graph: %d LM sentences with <unk> left out: SPN has no training frames", dropped)
     out = workdir / "graph"
     arpa = graph_lib.train_lm_arpa(sentences, hc.lm_order)
-    hmm_io.write_text(out / "lm.arpa", arpa)
+    wd.write_text(out / "lm.arpa", arpa)
     words_txt = (workdir / "lang" / "words.txt").read_text()
-    hmm_io.write_text(out / "words.txt", words_txt)
+    wd.write_text(out / "words.txt", words_txt)
     grammar = graph_lib.grammar_fst(out / "lm.arpa", out / "words.txt")
     hclg = graph_lib.build_hclg(lexicon, grammar, tree, _costs(hc), hc.silence_prob)
     graph_lib.write_fst(out / "HCLG.fst", hclg)
@@ -291,79 +273,6 @@ def graph(config, workdir: pathlib.Path) -> dict:
         "hclg_arcs": graph_lib.fst_size(hclg)["arcs"],
         "graph_seconds": round(time.time() - started, 1),
     }
-    hmm_io.write_json(out / "summary.json", summary)
+    wd.write_json(out / "summary.json", summary)
     logging.info("graph: %s", json.dumps(summary))
     return summary
-
-
-def gmm_baseline(config, workdir: pathlib.Path) -> dict:
-    """Runner stage `gmm`: decodes every test condition present with the triphone GMM; WER
-    into results.json as system `gmm` and hypotheses into WORKDIR/decode/gmm/<condition>.json."""
-    if not config.hmm.gmm_baseline:
-        return {"skipped": "hmm.gmm_baseline is false"}
-    from tsasr.decode import decoder as decoder_lib  # pylint: disable=import-outside-toplevel
-    from tsasr.decode import results as results_lib  # pylint: disable=import-outside-toplevel
-    from tsasr.decode import scoring  # pylint: disable=import-outside-toplevel
-
-    workdir = pathlib.Path(workdir)
-    dc = config.decode
-    scorer = gmm_lib.GmmScorer(gmm_lib.from_bytes((workdir / "align" / "tri_gmm.pkl").read_bytes()))
-    workers = max(1, int(config.get("workers", 1) or 1))
-    pool = decoder_lib.DecoderPool(workdir / "graph", dc.gmm_beam, dc.max_active, workers)
-
-    seconds = {"features": 0.0, "scoring": 0.0, "decoding": 0.0}
-
-    def score(records):
-        started = time.time()
-        feats = load_features(records)
-        seconds["features"] += time.time() - started
-        started = time.time()
-        with realign_lib.single_threaded_blas():  # faster, and leaves the decoders a core
-            loglikes = {u: scorer(f) for u, f in feats.items() if len(f)}
-        seconds["scoring"] += time.time() - started
-        return loglikes
-
-    def run(records, loglikes, scale):
-        started = time.time()
-        hyps, partial = pool.decode(loglikes, scale)
-        seconds["decoding"] += time.time() - started
-        refs = {r["id"]: r["text"].split() for r in records}
-        return hyps, partial, scoring.wer(refs, hyps)
-
-    scale = dc.acoustic_scale
-    dev = workdir / "corpus" / "dev.jsonl"
-    tuning = {}
-    with pool:
-        if len(dc.gmm_acoustic_scales) > 1 and dev.exists():
-            dev_records = [r for r in _read_manifest(dev) if r.get("text")]
-            dev_loglikes = score(dev_records)
-            for candidate in dc.gmm_acoustic_scales:
-                tuning[str(candidate)] = run(dev_records, dev_loglikes, candidate)[2]["wer"]
-            scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
-        wers, details = _decode_conditions(workdir, dc, scale, score, run)
-    logging.info(
-        "gmm baseline: %d decoding workers; seconds %s",
-        workers,
-        json.dumps({k: round(v, 1) for k, v in seconds.items()}),
-    )
-    if wers:
-        results_lib.update_results(
-            workdir, "gmm", wers, {"acoustic_scale": scale, "dev_wer_by_acoustic_scale": tuning, "details": details}
-        )
-    return wers
-
-
-def _decode_conditions(workdir, dc, scale, score, run):
-    wers, details = {}, {}
-    for condition in dc.conditions:
-        path = workdir.joinpath(*CONDITION_MANIFESTS[condition])
-        if not path.exists():
-            logging.info("gmm baseline: no %s manifest at %s; not scored", condition, path)
-            continue
-        records = [r for r in _read_manifest(path) if r.get("text")]
-        hyps, partial, result = run(records, score(records), scale)
-        result["not_final"] = len(partial)
-        wers[condition] = result["wer"]
-        details[condition] = result
-        hmm_io.write_json(workdir / "decode" / "gmm" / f"{condition}.json", hyps)
-    return wers, details

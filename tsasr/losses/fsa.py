@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tsasr import fst as fst_lib
+
 NEG_INF = -np.inf
 
 
@@ -118,25 +120,16 @@ def fsa_from_arcs(
 def fsa_from_kaldifst(fst, label_offset: int = -1) -> Fsa:
     """An `Fsa` from a kaldifst StdVectorFst acceptor whose input labels are senone + 1
     (the HCLG convention; `label_offset` maps them to senone ids). Costs become
-    log-weights (-cost). Epsilon arcs are refused: remove them first (kaldifst.rmepsilon)."""
-    arcs, finals, start = [], {}, None
-    for line in str(fst).splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        if start is None:
-            start = int(fields[0])
-        if len(fields) >= 4:
-            ilabel = int(fields[2])
-            if ilabel == 0:
-                raise ValueError("fsa_from_kaldifst: epsilon arc found; run kaldifst.rmepsilon first.")
-            cost = float(fields[4]) if len(fields) > 4 else 0.0
-            arcs.append((int(fields[0]), int(fields[1]), ilabel + label_offset, -cost))
-        else:
-            finals[int(fields[0])] = -(float(fields[1]) if len(fields) > 1 else 0.0)
-    if start is None:
+    log-weights (-cost). Epsilon arcs are refused: remove them first (kaldifst.rmepsilon).
+    Reads the FST's OpenFst text (tsasr.fst.read_text), so kaldifst itself is not imported."""
+    arcs = fst_lib.read_text(str(fst))
+    if not len(arcs.src) and not len(arcs.final_states):
         raise ValueError("fsa_from_kaldifst: the FST is empty.")
-    return fsa_from_arcs(arcs, start, finals)
+    if (arcs.ilabel == 0).any():
+        raise ValueError("fsa_from_kaldifst: epsilon arc found; run kaldifst.rmepsilon first.")
+    table = np.stack([arcs.src, arcs.dst, arcs.ilabel + label_offset, -arcs.cost], axis=1)
+    finals = dict(zip(arcs.final_states.tolist(), (-arcs.final_costs).tolist()))
+    return fsa_from_arcs(table, arcs.start, finals)
 
 
 def stack_fsas(fsas: Sequence[Fsa], num_states: int | None = None, num_arcs: int | None = None) -> Fsa:

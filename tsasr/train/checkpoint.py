@@ -1,5 +1,7 @@
 """Orbax checkpoints of the TrainState: periodic saves and automatic resume."""
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 
@@ -63,15 +65,27 @@ class Checkpoints:
         self.manager.close()
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
 def load_params(checkpoint_dir: str, abstract_params):
     """Params of the latest checkpoint under checkpoint_dir, placed like abstract_params.
 
     Raises ValueError when the checkpoint is missing or its params do not have the
     structure and shapes of the model being trained.
     """
-    manager = ocp.CheckpointManager(
-        os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(read_only=True)
-    )
+    with _quiet_absl():  # orbax warns three times that a read-only manager is read-only
+        manager = ocp.CheckpointManager(
+            os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(read_only=True)
+        )
     step = manager.latest_step()
     if step is None:
         raise ValueError(f"init checkpoint {checkpoint_dir!r} holds no checkpoint.")
@@ -89,4 +103,17 @@ def load_params(checkpoint_dir: str, abstract_params):
                 f"{tuple(found[path].shape)}, the model needs {tuple(leaf.shape)}."
             )
     manager.close()
-    return jax.tree.map(lambda leaf, x: jax.device_put(x.astype(leaf.dtype), leaf.sharding), abstract_params, params)
+    return jax.tree.map(
+        lambda leaf, x: jax.device_put(_local(x).astype(leaf.dtype), leaf.sharding), abstract_params, params
+    )
+
+
+def _local(x):
+    """A restored array as this process can place it: in a multi-host run orbax restores params
+    replicated over every process's devices, and each local shard holds the whole array."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        shard = x.addressable_data(0)
+        if shard.shape != x.shape:
+            raise ValueError(f"checkpoint array {x.shape} is sharded over hosts ({shard.shape} here), not replicated")
+        return shard
+    return x

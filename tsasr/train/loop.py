@@ -1,8 +1,13 @@
-"""The training loop: `train(config, model, batches_fn, workdir)`, read top to bottom.
+"""The training loop: `train(config, model, loss_fn, batches_fn, workdir)`, read top to bottom.
 
 Shapes, then shardings, then a jitted init; resume from the workdir; compile the step
 once per batch shape (the first before the loop, reporting its cost); run; log; save.
-The loop is the only place with Python-side state (step counter, timers, metrics).
+The loop is the only place with Python-side state (step counter, timers, metrics). It knows
+no task: the loss (tsasr.train.step's contract) and the batches come from the caller.
+
+With `members`, one loop trains several models of the same architecture at once (a sweep):
+their states are stacked along a leading member axis and one jitted step, a `jax.vmap` of
+the ordinary step, updates all of them on each batch, which is read and transferred once.
 """
 
 import dataclasses
@@ -14,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 
 from tsasr.data import batching
@@ -29,6 +35,47 @@ log = logging.getLogger(__name__)
 
 
 default_config = train_config  # the training options: tsasr/train/config.py
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+    """Models trained together along a member axis: their names (metrics go to
+    WORKDIR/members/<name>/) and their per-member step inputs ({key: [members]} arrays that
+    reach member m's loss as batch[key] = inputs[key][m], e.g. a soft-target k and T)."""
+
+    names: tuple[str, ...]
+    inputs: dict
+
+    def __post_init__(self):
+        for key, value in self.inputs.items():
+            if np.shape(value)[:1] != (len(self.names),):
+                raise ValueError(f"member input {key!r} has shape {np.shape(value)}, not [{len(self.names)}]")
+
+
+def member_keys(rng, count: int):
+    """Member m's key: fold_in(rng, m)."""
+    return jax.vmap(lambda m: jax.random.fold_in(rng, m))(jnp.arange(count))
+
+
+def member_slice(stacked, index: int):
+    """Member `index`'s slice of a stacked tree (its params, or its whole TrainState)."""
+    return jax.tree.map(lambda x: x[index], stacked)
+
+
+def vmap_members(step: Callable) -> Callable:
+    """step(state, batch, rng, *rest) -> (state, measurements) over stacked states: member m runs
+    `step` on its slice with the batch plus its inputs and the key fold_in(rng, m), so it equals
+    that step applied to member m alone."""
+
+    def member_step(state, batch, inputs, rng, *rest):
+        keys = member_keys(rng, jax.tree.leaves(inputs)[0].shape[0])
+
+        def one(member_state, member_inputs, key):
+            return step(member_state, {**batch, **member_inputs}, key, *rest)
+
+        return jax.vmap(one)(state, inputs, keys)
+
+    return member_step
 
 
 def _batch_signature(batch: dict):
@@ -48,19 +95,23 @@ def _write_config(workdir: str, config, model) -> None:
 def train(
     config,
     model,
+    loss_fn: Callable,
     batches_fn: Callable[[int], Iterator[dict]],
     workdir: str,
     *,
     mesh=None,
     after_step: Callable[[int], None] | None = None,
-    loss_fn: Callable | None = None,
     frozen=None,
+    members: Members | None = None,
 ):
-    """Trains `model` and returns the final TrainState.
+    """Trains `model` and returns the final TrainState (stacked over members, with `members`).
 
     Args:
       config: `default_config()`-like ConfigDict.
-      model: a tsasr.models module (its `config.subsampling` sets target subsampling).
+      model: a Flax module called as model.apply(variables, features [batch, frames, dim],
+        paddings [batch, frames], train=..., rngs=...); initialised on config.feature_dim.
+      loss_fn: `(params, batch, rng, train[, frozen]) -> (loss, metrics, weight)`
+        (tsasr.train.step.make_train_step).
       batches_fn: start_step -> iterator of this host's batches (numpy dicts, see
         tsasr.data.batching) for global steps start_step, start_step + 1, ...; a resumed
         run asks for the batches from its checkpoint's step.
@@ -68,10 +119,10 @@ def train(
       mesh: device mesh; default all devices on one data axis.
       after_step: called with the step number after each step is dispatched (tests use it
         to crash a run at a known point).
-      loss_fn: `(params, batch, rng, train) -> (loss, (accuracy, num_frames))` replacing
-        the default frame/soft-target CE (sequence training passes LF-MMI here).
       frozen: params the loss reads but does not train (an online teacher's), passed to
         every step as a replicated argument rather than baked into the compiled step.
+      members: train several models at once along a member axis (see `Members`); member m
+        is initialised from fold_in(init_key, m) and its step key is fold_in(step_key, m).
     """
     os.makedirs(workdir, exist_ok=True)
     _write_config(workdir, config, model)
@@ -80,12 +131,16 @@ def train(
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_steps)
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
-    def init_fn():
+    def init_one(rng):
         features = jnp.zeros((1, 12, config.feature_dim), jnp.float32)
         paddings = jnp.zeros((1, 12), jnp.float32)
-        variables = model.init({"params": init_rng, "dropout": init_rng}, features, paddings)
+        variables = model.init({"params": rng, "dropout": rng}, features, paddings)
         return state_lib.create(variables["params"], tx)
 
+    if members is None:
+        init_fn = lambda: init_one(init_rng)  # noqa: E731
+    else:
+        init_fn = lambda: jax.vmap(init_one)(member_keys(init_rng, len(members.names)))  # noqa: E731
     abstract_state = jax.eval_shape(init_fn)
     checkpoints = checkpoint_lib.Checkpoints(
         os.path.join(workdir, "checkpoints"), config.checkpoint_every, config.max_checkpoints
@@ -93,32 +148,43 @@ def train(
     state = checkpoints.restore_or_init(
         abstract_state, replicated, jax.jit(init_fn, out_shardings=replicated), config.init_checkpoint
     )
-    start_step = int(jax.device_get(state.step))
+    start_step = int(np.ravel(jax.device_get(state.step))[0])
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     log.info(
-        "%s: %d parameters, starting at step %d of %d on %d devices.",
+        "%s: %d parameters%s, starting at step %d of %d on %d devices.",
         type(model).__name__,
-        num_params,
+        num_params // (len(members.names) if members else 1),
+        f" x {len(members.names)} members" if members else "",
         start_step,
         config.num_steps,
         mesh.devices.size,
     )
 
-    loss_fn = loss_fn or step_lib.make_loss_fn(
-        model,
-        model.config.subsampling,
-        step_lib.compute_dtype(config.compute_dtype),
-        config.soft_top_k,
-        config.soft_temperature,
-    )
-    train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(loss_fn, tx, schedule), mesh, with_frozen=frozen is not None
-    )
-    frozen_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
+    step = step_lib.make_train_step(loss_fn, tx, schedule)
+    extra_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
+    if members is None:
+        train_step = step_lib.jit_train_step(step, mesh, with_frozen=frozen is not None)
+    else:
+        train_step = jax.jit(
+            vmap_members(step),
+            donate_argnums=(0,),
+            in_shardings=(replicated, sharding_lib.batch_sharding(mesh), replicated, replicated)
+            + ((replicated,) if extra_args else ()),
+            out_shardings=(replicated, replicated),
+        )
+        member_inputs = jax.device_put({k: np.asarray(v) for k, v in members.inputs.items()}, replicated)
     batches = batching.prefetch(batches_fn(start_step), lambda b: sharding_lib.global_batch(b, mesh), config.prefetch)
 
+    def call_args(batch):
+        if members is None:
+            return (state, batch, step_rng, *extra_args)
+        return (state, batch, member_inputs, step_rng, *extra_args)
+
     compiled = {}  # Batch signature -> executable: each shape is traced exactly once.
-    writer = metrics_lib.MetricsWriter(workdir, start_step)
+    if members is None:
+        writers = [metrics_lib.MetricsWriter(workdir, start_step)]
+    else:
+        writers = [metrics_lib.MetricsWriter(os.path.join(workdir, "members", n), start_step) for n in members.names]
     bar = tqdm.tqdm(
         total=config.num_steps,
         initial=start_step,
@@ -135,12 +201,24 @@ def train(
         while pending:
             step, ids, measurements = pending.pop(0)
             measurements = jax.device_get(measurements)
-            step_lib.check_finite(step, measurements, ids)
+            if members is None:
+                step_lib.check_finite(step, measurements, ids)
+            else:
+                for m, name in enumerate(members.names):
+                    try:
+                        step_lib.check_finite(step, {k: v[m] for k, v in measurements.items()}, ids)
+                    except FloatingPointError as err:
+                        raise FloatingPointError(f"member {name}: {err}") from None
             window.append(measurements)
             if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps:
-                scalars = metrics_lib.window_summary(window, time.perf_counter() - window_start)
-                writer.write(step + 1, scalars)
-                bar.set_postfix(loss=f"{scalars['loss']:.3f}", frames_per_s=f"{scalars['frames_per_s']:.0f}")
+                elapsed = time.perf_counter() - window_start
+                for m, writer in enumerate(writers):
+                    scalars = metrics_lib.window_summary(
+                        window, elapsed, member=None if members is None else m, unit=config.weight_unit
+                    )
+                    writer.write(step + 1, scalars)
+                rate = f"{config.weight_unit}_per_s"
+                bar.set_postfix({"loss": f"{scalars['loss']:.3f}", rate: f"{scalars[rate]:.0f}"})
                 window.clear()
                 window_start = time.perf_counter()
 
@@ -149,8 +227,7 @@ def train(
             batch, ids = next(batches)
             signature = _batch_signature(batch)
             if signature not in compiled:
-                lowered = train_step.lower(state, batch, step_rng, *frozen_args)
-                compiled[signature] = lowered.compile()
+                compiled[signature] = train_step.lower(*call_args(batch)).compile()
                 cost = compiled[signature].cost_analysis() or {}
                 log.info(
                     "compiled the step for %s: %.3g GFLOP per step.",
@@ -158,7 +235,7 @@ def train(
                     float(cost.get("flops", float("nan"))) / 1e9,
                 )
                 window_start = time.perf_counter()  # Compilation is not training throughput.
-            state, measurements = compiled[signature](state, batch, step_rng, *frozen_args)
+            state, measurements = compiled[signature](*call_args(batch))
             pending.append((step, ids, measurements))
             # Check the previous step while this one runs, so the host never stalls the
             # device; before a checkpoint, check everything so no NaN state is ever saved.
@@ -178,51 +255,56 @@ def train(
     finally:
         batches.close()
         bar.close()
-        writer.close()
+        for writer in writers:
+            writer.close()
         checkpoints.close()
     return state
 
 
-def evaluate(config, model, params, batches, *, mesh=None, loss_fn: Callable | None = None, frozen=None) -> dict:
-    """Frame-weighted loss and frame accuracy of `params` over finite `batches`.
+def evaluate(model, params, loss_fn: Callable, batches, *, mesh=None, frozen=None, members: Members | None = None):
+    """Weighted means of the loss and its metrics of `params` over finite `batches`.
 
     Args:
-      config: the training config (compute dtype and soft-target options).
-      model: the model being evaluated.
-      params: its parameters (e.g. `train(...).params`).
+      model: the model being evaluated (unused by the step itself; kept for symmetry with train).
+      params: its parameters (e.g. `train(...).params`; stacked with `members`).
+      loss_fn: the loss contract of `train`.
       batches: this host's batches, e.g. `Batcher(dev, BatchingConfig(...,
-        drop_remainder=False)).epoch()`, so every utterance counts once.
+        drop_remainder=False)).epoch()`, so every example counts once.
       mesh: device mesh; default all devices on one data axis.
-      loss_fn, frozen: as for `train` (e.g. an online teacher and its params).
+      frozen: as for `train` (e.g. an online teacher's params).
+      members: as for `train`; then one result per member.
 
     Returns:
-      {'loss', 'frame_accuracy', 'num_frames'} as Python floats.
+      {'loss', <metric>..., 'weight'} as Python floats (a list of them, one per member).
     """
+    del model
     mesh = mesh or sharding_lib.data_mesh()
-    loss_fn = loss_fn or step_lib.make_loss_fn(
-        model,
-        model.config.subsampling,
-        step_lib.compute_dtype(config.compute_dtype),
-        config.soft_top_k,
-        config.soft_temperature,
-    )
     replicated = sharding_lib.replicated(mesh)
-    frozen_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
+    eval_step = step_lib.make_eval_step(loss_fn)
+    extra_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
+    if members is not None:
+        per_member = eval_step
+        eval_step = lambda p, batch, inputs, *rest: jax.vmap(  # noqa: E731
+            lambda mp, mi: per_member(mp, {**batch, **mi}, *rest)
+        )(p, inputs)
+        extra_args = (jax.device_put({k: np.asarray(v) for k, v in members.inputs.items()}, replicated),) + extra_args
     eval_step = jax.jit(
-        step_lib.make_eval_step(loss_fn),
-        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)) + ((replicated,) if frozen_args else ()),
+        eval_step,
+        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)) + (replicated,) * len(extra_args),
         out_shardings=replicated,
     )
-    totals = {"loss_sum": 0.0, "correct_sum": 0.0, "num_frames": 0.0}
+    totals = None
     for batch in batches:
         batch = {k: v for k, v in batch.items() if k != "ids"}
-        sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), *frozen_args))
-        for key in totals:
-            totals[key] += float(sums[key])
-    if totals["num_frames"] == 0:
-        raise ValueError("evaluate: the batches hold no real frames.")
-    return {
-        "loss": totals["loss_sum"] / totals["num_frames"],
-        "frame_accuracy": totals["correct_sum"] / totals["num_frames"],
-        "num_frames": totals["num_frames"],
-    }
+        sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), *extra_args))
+        sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+        totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
+    if totals is None or np.any(totals["weight"] == 0):
+        raise ValueError("evaluate: the batches hold no real examples.")
+
+    def means(m=None):
+        pick = (lambda v: float(v)) if m is None else (lambda v: float(v[m]))
+        weight = pick(totals["weight"])
+        return {**{k: pick(v) / weight for k, v in totals.items() if k != "weight"}, "weight": weight}
+
+    return means() if members is None else [means(m) for m in range(len(members.names))]

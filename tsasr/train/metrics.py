@@ -48,21 +48,25 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
-def window_summary(window: list[dict], elapsed: float, member: int | None = None) -> dict:
+NOT_AVERAGED = ("weight", "grad_norm", "learning_rate")  # step measurements that are not means over the batch
+
+
+def window_summary(window: list[dict], elapsed: float, member: int | None = None, unit: str = "frames") -> dict:
     """The scalars of one metrics line from the host measurements of the steps since the last.
 
-    loss and frame_accuracy are averaged over the window's frames; grad_norm and
-    learning_rate are the last step's; frames_per_s counts the window's frames over
-    `elapsed` seconds. `member` picks one student of a sweep's measurements, whose every
-    value has a leading member axis.
+    The loss and every metric of the loss are averaged over the window, each step weighted by
+    its `weight` (what the loss counts: frames, clips); grad_norm and learning_rate are the
+    last step's; `<unit>_per_s` counts the window's weight over `elapsed` seconds. `member`
+    picks one member of a member-axis run (a sweep), whose every value has a leading axis.
     """
     value = (lambda m, k: float(m[k])) if member is None else (lambda m, k: float(m[k][member]))
-    frames = [value(m, "num_frames") for m in window]
-    weights = [f + 1e-9 for f in frames]
-    scalars = {k: np.average([value(m, k) for m in window], weights=weights) for k in ("loss", "frame_accuracy")}
+    counts = [value(m, "weight") for m in window]
+    weights = [c + 1e-9 for c in counts]
+    averaged = ["loss"] + sorted(k for k in window[0] if k not in NOT_AVERAGED and k != "loss")
+    scalars = {k: np.average([value(m, k) for m in window], weights=weights) for k in averaged}
     scalars["grad_norm"] = value(window[-1], "grad_norm")
     scalars["learning_rate"] = value(window[-1], "learning_rate")
-    scalars["frames_per_s"] = sum(frames) / max(elapsed, 1e-9)
+    scalars[f"{unit}_per_s"] = sum(counts) / max(elapsed, 1e-9)
     return scalars
 
 

@@ -13,7 +13,17 @@ import json
 import os
 import signal
 
+import jax
 import numpy as np
+
+from tsasr.data import batching
+from tsasr.models import build_model
+from tsasr.train import loop
+from tsasr.train import sharding
+from tsasr.train import step as step_lib
+
+# What a synthetic example carries: all frame-level.
+BATCH_KEYS = {key: batching.FRAME for key in ("features", "senones", "soft_ids", "soft_logits")}
 
 
 def synthetic_examples(
@@ -62,21 +72,14 @@ def main(argv=None):
     parser.add_argument("--process-id", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from tsasr.train import sharding
-
     if args.num_processes > 1:
         sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-
-    import jax
-    from tsasr.data import batching
-    from tsasr.models import build_model
-    from tsasr.train import loop
 
     feature_dim, num_senones = 16, 8
     examples = synthetic_examples(args.utterances, args.seed, feature_dim, num_senones)
     batcher = batching.Batcher(
         examples,
-        batching.BatchingConfig(batch_size=args.batch_size, bucket_boundaries=(64,), seed=args.seed),
+        batching.BatchingConfig(batch_size=args.batch_size, bucket_boundaries=(64,), seed=args.seed, keys=BATCH_KEYS),
         jax.process_index(),
         jax.process_count(),
     )
@@ -100,7 +103,8 @@ def main(argv=None):
         if step == args.sigkill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    state = loop.train(config, model, batcher, args.workdir, after_step=after_step)
+    loss_fn = step_lib.make_frame_ce_loss(model, "senones")
+    state = loop.train(config, model, loss_fn, batcher, args.workdir, after_step=after_step)
     if jax.process_index() == 0:
         params = jax.device_get(state.params)
         flat = {

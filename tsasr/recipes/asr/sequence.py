@@ -1,11 +1,12 @@
-"""Runner stages `teacher_seq` and `student_seq`: lattice-free MMI from the CE checkpoints.
+"""Training stages `teacher_seq` and `student_seq`: lattice-free MMI from the CE checkpoints.
 
 Read top to bottom: denominator graph (a phone n-gram from the training alignments,
 expanded with the HMM topology and the senone tree) -> numerators (each alignment with
 +-tolerance frames at phone boundaries, weighted by the phone LM as in the denominator)
--> batches -> LF-MMI steps from the CE params -> decode. The network's chain output is the decoder's own score,
+-> batches -> LF-MMI steps from the CE params. The network's chain output is the decoder's own score,
     y = acoustic_scale * (log softmax(logits) - log prior),
-so sequence training optimises exactly what decoding uses. The teacher trains on clean
+so sequence training optimises exactly what decoding uses (the prior floor is
+decode.prior_floor, the only decoding field this stage reads). The teacher trains on clean
 labelled audio; the student on the noisy copies of the same utterances (its input
 domain) with the clean alignments. Utterances with no numerator path are skipped and
 counted by the loss (tsasr.losses.lfmmi), never turned into NaN.
@@ -25,11 +26,13 @@ import numpy as np
 
 from tsasr import workdir as wd
 from tsasr.data import batching
+from tsasr.data import layout
 from tsasr.hmm import den_graph
 from tsasr.hmm import tree as tree_lib
 from tsasr.losses import fsa as fsa_lib
 from tsasr.losses import lfmmi
-from tsasr.train import acoustic
+from tsasr.recipes.asr import acoustic
+from tsasr.recipes.asr import teacher as teacher_stage
 from tsasr.train import loop
 
 NUM_FIELDS = ("src", "dst", "label", "log_weight", "start", "final")
@@ -116,12 +119,12 @@ def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg):
         mask = 1.0 - paddings
         correct = (jnp.argmax(logits, -1) == batch["senones"]).astype(jnp.float32)
         accuracy = jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-        return loss, (accuracy, m["frames"])
+        return loss, {"frame_accuracy": accuracy}, m["frames"]
 
     return loss_fn
 
 
-def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records: list[dict], reference: str) -> dict:
+def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records: list[dict]) -> dict:
     """LF-MMI training of the system `init` on `records` (noisy copies use their clean alignment)."""
     cfg = config.sequence
     workdir = pathlib.Path(workdir)
@@ -148,18 +151,16 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     train_cfg.init_checkpoint = str(workdir / init / "checkpoints")
     batcher = batching.Batcher(
         examples,
-        batching.BatchingConfig(
-            batch_size=cfg.batch_size, bucket_boundaries=tuple(cfg.bucket_boundaries), seed=int(config.seed)
-        ),
+        teacher_stage.batching_config(config, cfg),
         jax.process_index(),
         jax.process_count(),
     )
-    state = loop.train(
+    loop.train(
         train_cfg,
         model,
+        make_loss_fn(model, den, log_priors, cfg),
         lambda start: with_numerators(batcher(start), table, jax.process_index()),
         str(out),
-        loss_fn=make_loss_fn(model, den, log_priors, cfg),
     )
     summary = {
         "utterances": len(examples),
@@ -172,25 +173,24 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if rows:
         summary["loss_first_last"] = [round(rows[0]["loss"], 4), round(rows[-1]["loss"], 4)]
-    summary["wer"] = acoustic.decode_conditions(workdir, name, model, state.params, norm, config, reference=reference)
     return summary
 
 
 def run_teacher(config, workdir: pathlib.Path) -> dict:
-    """Runner stage `teacher_seq`: the CE teacher, sequence-trained on the clean labelled data."""
-    records = acoustic.read(workdir, "corpus/train_labelled.jsonl")
-    return train_sequence(config, workdir, "teacher_seq", "teacher_ce", records, reference="teacher_ce")
+    """Training stage `teacher_seq`: the CE teacher, sequence-trained on the clean labelled data."""
+    records = acoustic.read(workdir, layout.clean(layout.TRAIN_LABELLED))
+    return train_sequence(config, workdir, "teacher_seq", "teacher_ce", records)
 
 
 def run_student(config, workdir: pathlib.Path) -> dict:
-    """Runner stage `student_seq`: the CE student, sequence-trained on the noisy labelled data."""
-    records = acoustic.read(workdir, "noisy/train_labelled.jsonl")
-    return train_sequence(config, workdir, "student_seq", "student_ce", records, reference="teacher_seq")
+    """Training stage `student_seq`: the CE student, sequence-trained on the noisy labelled data."""
+    records = acoustic.read(workdir, layout.noisy(layout.TRAIN_LABELLED))
+    return train_sequence(config, workdir, "student_seq", "student_ce", records)
 
 
 def run_multicondition(config, workdir: pathlib.Path) -> dict:
-    """Runner stage `multicondition_seq` (off unless baselines.multicondition is set)."""
+    """Training stage `multicondition_seq` (off unless baselines.multicondition is set)."""
     if not config.baselines.multicondition:
         return {"skipped": "baselines.multicondition is false"}
-    records = acoustic.read(workdir, "noisy/train_labelled.jsonl")
-    return train_sequence(config, workdir, "multicondition_seq", "multicondition_ce", records, reference="teacher_seq")
+    records = acoustic.read(workdir, layout.noisy(layout.TRAIN_LABELLED))
+    return train_sequence(config, workdir, "multicondition_seq", "multicondition_ce", records)

@@ -1,4 +1,4 @@
-"""Runner stage `student_ce`: the student learns the teacher's soft labels on noisy audio.
+"""Training stage `student_ce`: the student learns the teacher's soft labels on noisy audio.
 
 Parallel data: each noisy utterance (noisy/train_labelled + noisy/train_unlabelled) is
 paired with the soft labels of its clean original (`clean_id`), frame for frame; a noisy
@@ -10,7 +10,7 @@ training step (tsasr.losses.soft_ce), so a k x T sweep reuses one labelling pass
 Options (config.student):
 - hard_weight w > 0: on the labelled utterances' frames the target becomes
   (1 - w) * teacher + w * one-hot(alignment of the clean original); unlabelled frames
-  keep the teacher's targets (tsasr.train.step.make_loss_fn).
+  keep the teacher's targets (tsasr.recipes.asr.objectives.make_loss_fn).
 - online: no stored labels; the frozen teacher runs inside the student's jitted step on
   the clean features of the same batch (its params are a step argument, never trained),
   for when storing labels costs more than recomputing them. The targets are those of
@@ -26,14 +26,14 @@ import pathlib
 
 import numpy as np
 
+from tsasr.data import layout
 from tsasr.distill import label as label_lib
 from tsasr.distill import soft_labels as sl
-from tsasr.train import acoustic
-from tsasr.train import step as step_lib
-from tsasr.train import teacher as trainer
+from tsasr.recipes.asr import acoustic
+from tsasr.recipes.asr import teacher as teacher_stage
 
-SPLITS = ("noisy/train_labelled.jsonl", "noisy/train_unlabelled.jsonl")
-CLEAN_SPLITS = ("corpus/train_labelled.jsonl", "corpus/train_unlabelled.jsonl")
+SPLITS = tuple(layout.noisy(s) for s in layout.TRAIN_SPLITS)
+CLEAN_SPLITS = tuple(layout.clean(s) for s in layout.TRAIN_SPLITS)
 log = logging.getLogger(__name__)
 
 
@@ -89,13 +89,13 @@ def add_hard_labels(examples: list[dict], records: list[dict], alignments) -> in
 
 
 def run(config, workdir: pathlib.Path) -> dict:
-    """Runner stage `student_ce`."""
+    """Training stage `student_ce`."""
     cfg = config.student
     workdir = pathlib.Path(workdir)
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
     features = acoustic.compute_features(records, "student_ce: noisy features")
-    train = [r for r in records if not trainer.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
-    held = [r for r in records if trainer.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
+    train = [r for r in records if not teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
+    held = [r for r in records if teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
     norm = acoustic.normalisation({r["id"]: features[r["id"]] for r in train})
     features = acoustic.normalise(features, norm)
     frozen, teacher = None, None
@@ -132,31 +132,17 @@ def run(config, workdir: pathlib.Path) -> dict:
         )
 
     def make_loss(model, train_cfg):
-        return step_lib.make_loss_fn(
+        return teacher_stage.frame_loss(
             model,
-            model.config.subsampling,
-            step_lib.compute_dtype(train_cfg.compute_dtype),
-            top_k,
-            cfg.temperature,
+            train_cfg,
+            soft_top_k=top_k,
+            soft_temperature=cfg.temperature,
             hard_weight=float(cfg.hard_weight),
             teacher=teacher,
         )
 
-    summary = trainer.fit(
-        config,
-        cfg,
-        workdir,
-        "student_ce",
-        examples,
-        heldout_examples,
-        num_senones,
-        norm,
-        soft_top_k=top_k,
-        temperature=cfg.temperature,
-        reference=cfg.teacher,
-        make_loss=make_loss,
-        frozen=frozen,
-    )
+    data = teacher_stage.TrainingSet(examples, heldout_examples, norm, num_senones)
+    summary = teacher_stage.fit(config, cfg, workdir, "student_ce", data, make_loss=make_loss, frozen=frozen)
     summary.update(
         top_k=top_k,
         temperature=cfg.temperature,

@@ -6,7 +6,8 @@ every phoneme it plays, with its start time: those are the reference alignments 
 stage records, used later only to measure aligner quality.
 
 espeak keeps global state (voice, parameters, callback), so a process holds one `Synthesizer`;
-parallel synthesis runs in separate processes. This module must not know about corpora.
+parallel synthesis runs in separate processes. This module must not know about corpora: the
+corpus and noise stages (data_prep) read speech with it and the lexicon (tsasr.hmm) uses its G2P.
 """
 
 from __future__ import annotations

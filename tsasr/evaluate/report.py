@@ -1,0 +1,203 @@
+"""The end-of-run report: results.md and PNG plots from results.json and the metrics logs.
+
+Reads only what stages wrote (results.json, <stage>/metrics.jsonl) and the recipe's
+`ReportSpec`; rewrites results.md and plots/ each time it runs, so it is cheap and always
+matches the workdir. It computes no metric: evaluation stages do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+
+from tsasr import workdir as wd
+from tsasr.evaluate import results as results_lib
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    name: str  # the key in results.json, e.g. "wer"
+    label: str  # how tables and axes name it, e.g. "WER (%)"
+    lower_is_better: bool = True
+    digits: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec:
+    """What a recipe's results table and plots show."""
+
+    metrics: tuple[Metric, ...]  # the first is the primary metric (plots, relative changes)
+    conditions: tuple[str, ...]  # test conditions, in column order
+    system_order: tuple[str, ...] = ()  # systems listed first, in this order; others follow sorted
+    # Systems relative changes are computed against; the first one scored is the table's
+    # `rel.` reference (e.g. the sequence-trained teacher, else the CE teacher).
+    references: tuple[str, ...] = ()
+    curves: tuple[str, ...] = ("loss",)  # metrics.jsonl keys plotted per training stage
+    description: str = ""  # one paragraph under the title of results.md
+    extra_sections: tuple[str, ...] = ()  # markdown files in the workdir appended when present
+
+    @property
+    def primary(self) -> Metric:
+        return self.metrics[0]
+
+
+def _ordered(spec: ReportSpec, systems: dict) -> list[str]:
+    known = [s for s in spec.system_order if s in systems]
+    return known + sorted(s for s in systems if s not in spec.system_order)
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def results_table(results: dict, spec: ReportSpec) -> str:
+    """Markdown: each metric per system and condition (with its 95 % interval), and the primary
+    metric's change relative to the first scored reference."""
+    systems = results.get("systems", {})
+    if not systems:
+        return "No system has been scored yet.\n"
+    reference = next((r for r in spec.references if r in results.get("relative_to", {})), None)
+    relative = results.get("relative_to", {}).get(reference, {}).get(spec.primary.name, {}) if reference else {}
+    metrics = [m for m in spec.metrics if any(m.name in e for e in systems.values())]
+    header = [f"{m.label} {c}" for m in metrics for c in spec.conditions]
+    header += [f"rel. {c} (%)" for c in spec.conditions] if reference else []
+    lines = ["| system | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for name in _ordered(spec, systems):
+        cells = []
+        for metric in metrics:
+            values = systems[name].get(metric.name, {})
+            intervals = systems[name].get("ci", {}).get(metric.name, {})
+            for c in spec.conditions:
+                cell = _fmt(values.get(c), f".{metric.digits}f")
+                if c in intervals:
+                    low, high = intervals[c]
+                    cell += f" [{low:.{max(metric.digits - 1, 0)}f}, {high:.{max(metric.digits - 1, 0)}f}]"
+                cells.append(cell)
+        if reference:
+            cells += [_fmt(relative.get(name, {}).get(c), "+.1f") for c in spec.conditions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    note = f"\n`rel.` is the relative change of {spec.primary.name} against `{reference}`.\n" if reference else ""
+    return "\n".join(lines) + "\n" + note
+
+
+def paper_table(results: dict, spec: ReportSpec, paper: dict) -> str:
+    """Markdown: the paper's relative changes (paper['relative'], per condition) of
+    paper['system'] against paper['reference'] beside this run's."""
+    conditions = [c for c in spec.conditions if c in paper["relative"]]
+    ours = (
+        results.get("relative_to", {}).get(paper["reference"], {}).get(spec.primary.name, {}).get(paper["system"], {})
+    )
+    lines = [
+        "| | " + " | ".join(conditions) + " |",
+        "|---|" + "---:|" * len(conditions),
+        f"| paper ({paper['source']}): {paper['system']} vs {paper['reference']} (rel. %) | "
+        + " | ".join(f"{paper['relative'][c]:+.1f}" for c in conditions)
+        + " |",
+        f"| this run: {paper['system']} vs {paper['reference']} (rel. %) | "
+        + " | ".join(_fmt(ours.get(c), "+.1f") for c in conditions)
+        + " |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib  # imported when a plot is drawn: slow, and only the report needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: pathlib.Path) -> None:
+    with wd.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _plot_training_curves(workdir: pathlib.Path, spec: ReportSpec, out: pathlib.Path) -> list[str]:
+    plt = _pyplot()
+    made = []
+    for metrics in sorted(workdir.glob("*/metrics.jsonl")):
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        keys = [k for k in spec.curves if any(k in r for r in rows)]
+        if not rows or not keys:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
+            if points:
+                ax.plot(*zip(*points), label=key)
+        ax.set_xlabel("step")
+        ax.set_title(metrics.parent.name)
+        ax.legend()
+        fig.tight_layout()
+        name = f"training_{metrics.parent.name}.png"
+        _save(fig, out / name)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def _plot_metric(results: dict, spec: ReportSpec, metric: Metric, out: pathlib.Path) -> str | None:
+    """Bars per system and condition with the 95 % intervals as error bars."""
+    import numpy as np
+
+    plt = _pyplot()
+    systems = results.get("systems", {})
+    names = [n for n in _ordered(spec, systems) if systems[n].get(metric.name)]
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = np.array([systems[name][metric.name].get(c, np.nan) for c in spec.conditions])
+        intervals = systems[name].get("ci", {}).get(metric.name, {})
+        low = np.array([values[j] - intervals[c][0] if c in intervals else 0.0 for j, c in enumerate(spec.conditions)])
+        high = np.array([intervals[c][1] - values[j] if c in intervals else 0.0 for j, c in enumerate(spec.conditions)])
+        ax.bar(
+            np.arange(len(spec.conditions)) + i * width,
+            values,
+            width,
+            yerr=np.maximum(np.stack([low, high]), 0.0),
+            capsize=2,
+            label=name,
+        )
+    ax.set_xticks(np.arange(len(spec.conditions)) + 0.4 - width / 2, spec.conditions)
+    ax.set_ylabel(metric.label)
+    ax.set_title("error bars: 95 % intervals", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"{metric.name}.png"
+    _save(fig, out / name)
+    plt.close(fig)
+    return name
+
+
+def write_report(workdir: pathlib.Path, spec: ReportSpec, paper: dict | None = None) -> str:
+    """Derives the relative tables into results.json, writes WORKDIR/results.md and
+    WORKDIR/plots/*.png; returns the results table.
+
+    paper: the experiment's declared paper reference ({'source', 'system', 'reference',
+    'relative': {condition: percent}}), or None for no "against the paper" section.
+    """
+    workdir = pathlib.Path(workdir)
+    results = results_lib.add_relative(workdir, spec.references, {m.name: m.lower_is_better for m in spec.metrics})
+    table = results_table(results, spec)
+    plots = workdir / "plots"
+    images = [_plot_metric(results, spec, m, plots) for m in spec.metrics] if results else []
+    images += _plot_training_curves(workdir, spec, plots)
+    text = "# Results\n\n" + (spec.description + "\n\n" if spec.description else "") + table
+    if paper:
+        text += "\n## Against the paper\n\n" + paper_table(results, spec, paper)
+    text += "\n"
+    for image in filter(None, images):
+        text += f"![{image}](plots/{image})\n\n"
+    for section in spec.extra_sections:
+        if (workdir / section).exists():
+            text += (workdir / section).read_text().rstrip() + "\n\n"
+    wd.write_text(workdir / "results.md", text)
+    return table

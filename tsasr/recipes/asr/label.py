@@ -1,0 +1,77 @@
+"""Stage `label`: the frozen teacher soft-labels the clean training audio.
+
+For every utterance of train_labelled and train_unlabelled (clean), the teacher's top-k
+senones and logits (tsasr.distill.label) are stored by tsasr.distill.soft_labels at
+k = student.label_top_k, the largest k any student of the experiment uses; every smaller k
+and any temperature are derived when read. Shards are labelled one at a time and written
+atomically: a killed run redoes only unfinished shards, and with several processes,
+process p labels the shards i with i % processes == p.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import jax
+from jax.experimental import multihost_utils
+
+from tsasr.data import layout
+from tsasr.distill import soft_labels as sl
+from tsasr.distill.label import label_features
+from tsasr.recipes.asr import acoustic
+
+SPLITS = tuple(layout.clean(s) for s in layout.TRAIN_SPLITS)
+log = logging.getLogger(__name__)
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    """Stage `label`."""
+    cfg = config.student
+    workdir = pathlib.Path(workdir)
+    out = workdir / "labels"
+    if cfg.online:
+        return {"skipped": "student.online: the teacher labels inside the student's training step"}
+    model, params, norm = acoustic.load_system(workdir, cfg.teacher)
+    num_senones = model.config.num_senones
+    k = cfg.label_top_k or num_senones  # 0 = every senone: dense targets, the k = S baseline
+    if not isinstance(k, int) or not 1 <= k <= num_senones:
+        raise ValueError(
+            f"student.label_top_k={k!r} must be an integer in [1, {num_senones}] (the senone count), "
+            "or 0 for all senones"
+        )
+    records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
+    shards: dict[int, list[dict]] = {}
+    for r in records:
+        shards.setdefault(sl.shard_of(r["id"], cfg.label_shards), []).append(r)
+    started, frames, done_before = time.perf_counter(), 0, 0
+    for index in range(cfg.label_shards):
+        if index % jax.process_count() != jax.process_index():
+            continue
+        if sl.shard_done(out, index):
+            done_before += 1
+            continue
+        members = shards.get(index, [])
+        writer = sl.ShardWriter(out, index, k, num_senones)
+        if members:
+            features = acoustic.normalise(acoustic.compute_features(members, f"label: shard {index}"), norm)
+            for utt, (ids, logits) in label_features(model, params, features, k).items():
+                writer.add(utt, ids, logits)
+                frames += len(ids)
+        writer.close()
+    if done_before:
+        log.info("label: %d shards were already done (resumed)", done_before)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("label: every shard written")
+    index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": cfg.teacher})
+    size = sum((out / f"{sl.shard_name(i)}.bin").stat().st_size for i in range(cfg.label_shards))
+    total_frames = sum(v["frames"] for v in index["shards"].values())
+    return {
+        "teacher": cfg.teacher,
+        "k": k,
+        "utterances": len(index["utterances"]),
+        "frames": total_frames,
+        "bytes_per_frame": round(size / max(total_frames, 1), 2),
+        "seconds": round(time.perf_counter() - started, 1),
+    }

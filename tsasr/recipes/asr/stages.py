@@ -1,0 +1,160 @@
+"""The asr recipe's chain of stages (tsasr.pipeline.Stage), for a given config.
+
+Data preparation -> alignment and graph -> training stages, each followed by its evaluation
+stage (decode_<system>: decode and score, keyed by the decoding config and the trained
+stage's key). No training stage depends on an evaluation stage, so changing a decoding
+field reruns only evaluation; the one decoding field training reads (decode.prior_floor,
+the prior floor of the LF-MMI chain output) is named as such in the sequence stages' keys.
+With a sweep (config.sweep), the recipe runs up to `label`, then trains every grid point in
+one stage and decodes them in another.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from tsasr.pipeline import Stage
+from tsasr.recipes.asr import grid as grid_lib
+
+
+def _lazy(module: str, function: str):
+    """A stage function imported when the stage runs: asking a recipe for its stages (the
+    runner's --until choices, tsasr.launch) loads no JAX and no Kaldi wheel."""
+
+    def run(config, workdir):
+        return getattr(importlib.import_module(module), function)(config, workdir)
+
+    run.__name__ = f"{module}.{function}"
+    return run
+
+
+def _decode(system: str, reference: str | None, deps: tuple[str, ...]) -> Stage:
+    def run(config, workdir):
+        evaluate = importlib.import_module("tsasr.recipes.asr.evaluate")
+        return evaluate.decode_stage(system, reference)(config, workdir)
+
+    run.__name__ = f"decode_{system}"
+    return Stage(
+        f"decode_{system}",
+        run,
+        ("decode",),
+        deps=(system, "graph", "noisify", *deps),
+        outputs=(f"decode/{system}",),
+        all_processes=True,  # every process loads the checkpoint (orbax synchronises them) and decodes
+        kind="evaluate",
+        systems=(system,),
+    )
+
+
+_ASR = "tsasr.recipes.asr"
+SEQUENCE_KEYS = ("seed", "sequence", "decode.prior_floor")
+
+
+def _train(name: str, function: str, config_keys: tuple[str, ...], deps: tuple[str, ...], version: int) -> Stage:
+    """A training stage of the recipe: run on every process, owning WORKDIR/<name>."""
+    module, function = function.rsplit(".", 1)
+    return Stage(
+        name,
+        _lazy(f"{_ASR}.{module}", function),
+        config_keys,
+        deps=deps,
+        outputs=(name,),
+        all_processes=True,
+        version=version,
+        kind="train",
+    )
+
+
+def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
+    """Every stage of the recipe in order (a sweep's stages replace the students')."""
+    student_reference = config.student.teacher
+    data = (
+        Stage("corpus", _lazy("data_prep.corpus", "run"), ("seed", "corpus"), outputs=("corpus",), version=2),
+        Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",)),
+        Stage(
+            "noisify",
+            _lazy("data_prep.noisify", "run"),
+            ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
+            deps=("corpus", "noise"),
+            outputs=("noisy",),
+            version=2,  # RIR tails drawn for their own samples only, noise gains applied to the responses
+        ),
+        Stage(
+            "align",
+            _lazy("tsasr.hmm.stages", "align"),
+            ("hmm",),
+            deps=("corpus",),
+            outputs=("lang", "align"),
+            version=2,
+        ),
+        Stage("graph", _lazy("tsasr.hmm.stages", "graph"), ("hmm",), deps=("align",), outputs=("graph",), version=2),
+        Stage(
+            "gmm",
+            _lazy(f"{_ASR}.evaluate", "gmm"),
+            ("hmm.gmm_baseline", "decode"),
+            deps=("align", "graph", "noisify"),
+            outputs=("decode/gmm",),
+            version=3,  # an evaluation stage; bootstrap intervals for the GMM too
+            kind="evaluate",
+            systems=("gmm",),
+        ),
+    )
+    # Training stages' versions went up (CE 2, LF-MMI 3) when decoding moved to the decode_ stages.
+    teacher = (
+        _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2),
+        _decode("teacher_ce", "gmm", ("gmm",)),
+        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3),
+        _decode("teacher_seq", "teacher_ce", ("decode_teacher_ce",)),
+        Stage(
+            "label",
+            _lazy(f"{_ASR}.label", "run"),
+            ("student.teacher", "student.label_top_k", "student.label_shards", "student.online"),
+            deps=("teacher_ce", "teacher_seq"),
+            outputs=("labels",),
+            all_processes=True,
+            version=2,  # CPU top-k: equal logits by lower id, as jax.lax.top_k (argpartition's order before)
+        ),
+    )
+    if "sweep" in config:
+        members = grid_lib.parse_grid(config.sweep.points)
+        return (
+            data
+            + teacher
+            + (
+                _train("sweep", "sweep.run", ("seed", "student", "sweep"), ("label", "noisify"), 2),
+                Stage(
+                    "decode_sweep",
+                    _lazy(f"{_ASR}.sweep", "decode"),
+                    ("decode", "student.train.num_steps"),
+                    deps=("sweep", "graph", "noisify", "decode_teacher_seq"),
+                    outputs=tuple(f"decode/{m.system}" for m in members),
+                    kind="evaluate",
+                    systems=tuple(m.system for m in members),
+                ),
+            )
+        )
+    students = (
+        _train("student_ce", "student.run", ("seed", "student"), ("label", "noisify", "teacher_seq"), 2),
+        _decode("student_ce", student_reference, (f"decode_{student_reference}",)),
+        _train("student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3),
+        _decode("student_seq", "teacher_seq", ("decode_teacher_seq",)),
+        _train(
+            "multicondition_ce",
+            "teacher.run_multicondition",
+            ("seed", "baselines", "teacher"),
+            ("align", "noisify", "teacher_ce"),
+            2,
+        ),
+        _decode("multicondition_ce", "teacher_ce", ("decode_teacher_ce",)),
+        _train(
+            "multicondition_seq",
+            "sequence.run_multicondition",
+            ("seed", "baselines") + SEQUENCE_KEYS[1:],
+            ("multicondition_ce", "teacher_seq"),
+            3,
+        ),
+        _decode("multicondition_seq", "teacher_seq", ("decode_teacher_seq",)),
+    )
+    return data + teacher + students

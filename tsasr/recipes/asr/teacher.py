@@ -1,0 +1,149 @@
+"""Training stages `teacher_ce` (and `multicondition_ce`): frame-level cross-entropy on the
+labelled alignments, with the held-out frame accuracy.
+
+Read top to bottom: features -> normalisation -> examples -> train -> held-out evaluation.
+`fit` trains any acoustic model on prepared examples (the student's stage calls it with soft
+targets); `train_frame_ce` is the teacher's recipe, which the multi-condition baseline runs on
+noisy data. Decoding is an evaluation stage of its own (tsasr.recipes.asr.evaluate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import zlib
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from tsasr import workdir as wd
+from tsasr.data import batching
+from tsasr.data import layout
+from tsasr.models import build_model
+from tsasr.recipes.asr import acoustic
+from tsasr.recipes.asr import objectives
+from tsasr.train import loop
+from tsasr.train import step as step_lib
+
+log = logging.getLogger(__name__)
+
+
+def heldout(utt_id: str, percent: int) -> bool:
+    """A fixed, hash-based share of utterances kept out of training."""
+    return zlib.crc32(utt_id.encode()) % 100 < percent
+
+
+@dataclasses.dataclass
+class TrainingSet:
+    """What a stage prepared for `fit`: normalised examples (acoustic.BATCH_KEYS), the held-out
+    ones, the normalisation they were made with, and the size of the output layer."""
+
+    examples: list[dict]
+    heldout: list[dict]
+    norm: dict
+    num_senones: int
+
+
+def batching_config(config, cfg, **options) -> batching.BatchingConfig:
+    """The batching of a training section (`cfg`: batch_size, bucket_boundaries), seeded by the run."""
+    return batching.BatchingConfig(
+        batch_size=cfg.batch_size,
+        bucket_boundaries=tuple(cfg.bucket_boundaries),
+        seed=int(config.seed),
+        keys=acoustic.BATCH_KEYS,
+        **options,
+    )
+
+
+def frame_loss(model, train_cfg, **options) -> Callable:
+    """objectives.make_loss_fn for `model` at the training config's precision."""
+    return objectives.make_loss_fn(
+        model, model.config.subsampling, step_lib.compute_dtype(train_cfg.compute_dtype), **options
+    )
+
+
+def fit(
+    config,
+    cfg,
+    workdir: pathlib.Path,
+    name: str,
+    data: TrainingSet,
+    *,
+    make_loss: Callable | None = None,
+    frozen=None,
+) -> dict:
+    """Trains `cfg.model` on `data` (senones or soft targets), evaluates the held-out examples;
+    returns a summary. Writes WORKDIR/<name>/ (model.json, norm.json, checkpoints, metrics).
+
+    make_loss(model, train_cfg) -> loss_fn replaces plain frame CE (frame_loss); `frozen`
+    params reach it in every step (an online teacher).
+    """
+    out = pathlib.Path(workdir) / name
+    model_fields = {**cfg.model.to_dict(), "num_senones": data.num_senones}
+    model = build_model(model_fields)
+    wd.write_json(out / "model.json", model_fields)
+    wd.write_json(out / "norm.json", data.norm)
+    train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
+    train_cfg.seed = int(config.seed)
+    train_cfg.feature_dim = int(data.examples[0]["features"].shape[1])
+    batcher = batching.Batcher(data.examples, batching_config(config, cfg), jax.process_index(), jax.process_count())
+    loss_fn = make_loss(model, train_cfg) if make_loss else frame_loss(model, train_cfg)
+    state = loop.train(train_cfg, model, loss_fn, batcher, str(out), frozen=frozen)
+    summary = {
+        "utterances": len(data.examples),
+        "frames": int(sum(len(e["features"]) for e in data.examples)),
+        "num_senones": data.num_senones,
+        "steps": int(train_cfg.num_steps),
+        "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2),
+    }
+    if data.heldout:
+        heldout_batches = batching.Batcher(data.heldout, batching_config(config, cfg, drop_remainder=False)).epoch()
+        evaluation = loop.evaluate(model, state.params, loss_fn, heldout_batches, frozen=frozen)
+        summary["heldout_frame_accuracy"] = round(evaluation["frame_accuracy"], 4)
+        summary["heldout_loss"] = round(evaluation["loss"], 4)
+    return summary
+
+
+def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[dict]) -> dict:
+    """Frame cross-entropy against the alignments of `records` (by `clean_id` for noisy copies)."""
+    workdir = pathlib.Path(workdir)
+    alignments = np.load(workdir / "align" / "senones.npz")
+    num_senones = int(json.loads((workdir / "align" / "summary.json").read_text())["num_senones"])
+    aligned = [r for r in records if r.get("clean_id", r["id"]) in alignments.files]
+    if len(aligned) < len(records):
+        log.info(
+            "%s: %d of %d utterances have no alignment (excluded by the align stage), skipped",
+            name,
+            len(records) - len(aligned),
+            len(records),
+        )
+    features = acoustic.compute_features(aligned, f"{name}: features")
+    train_ids = [r["id"] for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
+    norm = acoustic.normalisation({u: features[u] for u in train_ids})
+    features = acoustic.normalise(features, norm)
+    examples = {False: [], True: []}
+    for r in aligned:
+        examples[heldout(r["id"], cfg.heldout_percent)].append(
+            {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]}
+        )
+    return fit(config, cfg, workdir, name, TrainingSet(examples[False], examples[True], norm, num_senones))
+
+
+def run_multicondition(config, workdir: pathlib.Path) -> dict:
+    """Training stage `multicondition_ce`: the teacher's recipe on the noisy labelled data
+    (clean alignments), the fair comparison without distillation. Off unless
+    baselines.multicondition is set."""
+    if not config.baselines.multicondition:
+        return {"skipped": "baselines.multicondition is false"}
+    records = acoustic.read(workdir, layout.noisy(layout.TRAIN_LABELLED))
+    return train_frame_ce(config, config.teacher, workdir, "multicondition_ce", records)
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    """Training stage `teacher_ce`."""
+    records = acoustic.read(workdir, layout.clean(layout.TRAIN_LABELLED))
+    return train_frame_ce(config, config.teacher, workdir, "teacher_ce", records)
