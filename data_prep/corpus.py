@@ -23,9 +23,9 @@ from data_prep import user_corpus
 from tsasr import parallel
 from tsasr import workdir as wd
 from tsasr.audio import tts
-from tsasr.data import manifest
+from tsasr.data import layout, manifest
 
-SPLITS = ("train_labelled", "train_unlabelled", "dev", "test")
+SPLITS = layout.SPLITS
 MEAN_SECONDS_PER_UTTERANCE = 1.76  # measured on the built-in generator at default pitch and rate ranges
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def import_manifests(cfg, out: pathlib.Path, workers: int) -> dict:
 
 def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `corpus`."""
-    out = workdir / "corpus"
+    out = workdir / layout.CORPUS
     cfg = config.corpus
     if cfg.source == "builtin":
         return build_builtin(cfg, config.seed, out, config.workers)

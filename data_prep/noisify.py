@@ -37,7 +37,7 @@ from data_prep import user_corpus
 from tsasr import parallel
 from tsasr import workdir as wd
 from tsasr.audio import io as audio_io
-from tsasr.data import manifest
+from tsasr.data import layout, manifest
 
 RATE = 16000
 # condition -> (clean split, noise split, room ranges, loudspeaker playback)
@@ -240,7 +240,7 @@ def regenerate(record: dict, clean_audio: np.ndarray) -> np.ndarray:
 def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `noisify`."""
     cfg = config.noisify
-    out = workdir / "noisy"
+    out = workdir / layout.NOISY
     noise_sets = {
         split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS
     }
@@ -263,7 +263,7 @@ def run(config, workdir: pathlib.Path) -> dict:
             manifest.write_manifest(out / f"{condition}.jsonl", good)
             summary[condition] = {"source": str(user_path), "utterances": len(good), "skipped": dict(skipped)}
             continue
-        clean = manifest.read_manifest(workdir / "corpus" / f"{clean_split}.jsonl")
+        clean = manifest.read_manifest(workdir / layout.clean(clean_split))
         fn = functools.partial(
             _mix_one, seed=config.seed, cfg=cfg.to_dict(), noises=noise_sets[noise_split], out_dir=str(out / "wav")
         )

@@ -12,6 +12,8 @@ import json
 import logging
 import pathlib
 
+import numpy as np
+
 from tsasr import workdir as wd
 from tsasr.evaluate import results as results_lib
 
@@ -104,8 +106,10 @@ def paper_table(results: dict, spec: ReportSpec, paper: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib  # imported when a plot is drawn: slow, and only the report needs it
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported when a plot is drawn (slow to import, and
+    only reports draw)."""
+    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -113,13 +117,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: pathlib.Path) -> None:
+def save_figure(fig, path: pathlib.Path) -> None:
+    """Writes `fig` as PNG to `path` atomically and closes it."""
     with wd.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+    pyplot().close(fig)
 
 
 def _plot_training_curves(workdir: pathlib.Path, spec: ReportSpec, out: pathlib.Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     made = []
     for metrics in sorted(workdir.glob("*/metrics.jsonl")):
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -136,17 +142,14 @@ def _plot_training_curves(workdir: pathlib.Path, spec: ReportSpec, out: pathlib.
         ax.legend()
         fig.tight_layout()
         name = f"training_{metrics.parent.name}.png"
-        _save(fig, out / name)
-        plt.close(fig)
+        save_figure(fig, out / name)
         made.append(name)
     return made
 
 
 def _plot_metric(results: dict, spec: ReportSpec, metric: Metric, out: pathlib.Path) -> str | None:
     """Bars per system and condition with the 95 % intervals as error bars."""
-    import numpy as np
-
-    plt = _pyplot()
+    plt = pyplot()
     systems = results.get("systems", {})
     names = [n for n in _ordered(spec, systems) if systems[n].get(metric.name)]
     if not names:
@@ -172,8 +175,7 @@ def _plot_metric(results: dict, spec: ReportSpec, metric: Metric, out: pathlib.P
     ax.legend(fontsize=8)
     fig.tight_layout()
     name = f"{metric.name}.png"
-    _save(fig, out / name)
-    plt.close(fig)
+    save_figure(fig, out / name)
     return name
 
 

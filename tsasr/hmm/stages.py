@@ -25,6 +25,7 @@ import numpy as np
 
 from tsasr import workdir as wd
 from tsasr.audio.io import read_audio
+from tsasr.data import layout
 from tsasr.data.manifest import read_manifest
 from tsasr.hmm import align as align_lib
 from tsasr.hmm import boundaries
@@ -99,11 +100,11 @@ def align(config, workdir: pathlib.Path) -> dict:
     workdir = pathlib.Path(workdir)
     hc = config.hmm
     started = time.time()
-    records = [r for r in read_manifest(workdir / "corpus" / "train_labelled.jsonl") if r.get("text")]
+    records = [r for r in read_manifest(workdir / layout.clean(layout.TRAIN_LABELLED)) if r.get("text")]
     lm_words = set()
     for split in hc.lm_splits:
-        path = workdir / "corpus" / f"{split}.jsonl"
-        if path.exists() and split != "train_unlabelled":
+        path = workdir / layout.clean(split)
+        if path.exists() and split != layout.TRAIN_UNLABELLED:
             lm_words.update(w for r in read_manifest(path) for w in r.get("text", "").split())
     words = lm_words | {w for r in records for w in r["text"].split()}
     lexicon = lexicon_lib.build_lexicon(words, lexicon_lib.espeak_g2p() if hc.g2p else None, max_prons=hc.max_prons)
@@ -244,9 +245,9 @@ def graph(config, workdir: pathlib.Path) -> dict:
         spn_frames = int(sum(np.count_nonzero(aligned[u] == spn) for u in aligned.files))
     sentences, unk, dropped = [], 0, 0
     for split in hc.lm_splits:
-        if split == "train_unlabelled":
+        if split == layout.TRAIN_UNLABELLED:
             continue  # its transcripts stand in for audio nobody transcribed
-        for r in read_manifest(workdir / "corpus" / f"{split}.jsonl"):
+        for r in read_manifest(workdir / layout.clean(split)):
             words = [w if w in lexicon.prons else lexicon_lib.UNK for w in r.get("text", "").split()]
             if lexicon_lib.UNK in words and not spn_frames:
                 dropped += 1

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from tsasr import workdir as wd
 from tsasr.data import batching
 from tsasr.train import checkpoint as checkpoint_lib
 from tsasr.train.config import train_config
@@ -85,11 +86,11 @@ def _batch_signature(batch: dict):
 def _write_config(workdir: str, config, model) -> None:
     if jax.process_index() != 0:
         return
-    record = {"train": config.to_dict(), "model": {"name": type(model).__name__, **dataclasses.asdict(model.config)}}
-    path = os.path.join(workdir, "train_config.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
+    fields = getattr(model, "config", None)
+    fields = dataclasses.asdict(fields) if dataclasses.is_dataclass(fields) else {}
+    record = {"train": config.to_dict(), "model": {"name": type(model).__name__, **fields}}
+    # default=str: a model field may be a dtype or another object JSON cannot hold
+    wd.write_text(os.path.join(workdir, "train_config.json"), json.dumps(record, indent=2, default=str) + "\n")
 
 
 def train(

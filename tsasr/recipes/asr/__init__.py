@@ -7,6 +7,7 @@ sequence-trained (LF-MMI); every system is decoded with a WFST and scored by WER
 clean, noisy and re-recorded test conditions. Stages: tsasr.recipes.asr.stages.
 """
 
+from tsasr.data import layout
 from tsasr.evaluate.report import Metric, ReportSpec
 from tsasr.recipe import Recipe
 from tsasr.recipes.asr.config import base_config, tiny
@@ -15,7 +16,7 @@ from tsasr.recipes.asr.stages import recipe_stages
 
 REPORT = ReportSpec(
     metrics=(Metric("wer", "WER (%)", lower_is_better=True, digits=2),),
-    conditions=("clean", "noisy", "rerecorded"),
+    conditions=tuple(layout.CONDITIONS),
     system_order=(
         "gmm",
         "teacher_ce",

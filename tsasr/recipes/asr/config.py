@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from tsasr.data import layout
 from tsasr.train.config import train_config
 
 
@@ -188,7 +189,7 @@ def decode_config() -> ml_collections.ConfigDict:
     # times wider in acoustic terms; 10 costs a few tenths of a point of WER, is 3x faster.
     c.gmm_beam = 10.0
     c.prior_floor = 1e-8  # senone priors are floored here before the log
-    c.conditions = ("clean", "noisy", "rerecorded")  # test conditions scored when present
+    c.conditions = tuple(layout.CONDITIONS)  # test conditions scored when present: clean, noisy, rerecorded
     c.bootstrap_replications = 10000  # bootstrap resamples for confidence intervals
     return c
 

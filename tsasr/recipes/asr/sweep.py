@@ -39,6 +39,7 @@ from tsasr import workdir as wd
 from tsasr.data import batching
 from tsasr.data import layout
 from tsasr.distill import soft_labels as sl
+from tsasr.evaluate import report as report_lib
 from tsasr.evaluate import results as results_lib
 from tsasr.models import build_model
 from tsasr.recipes.asr import acoustic
@@ -85,10 +86,7 @@ def sweep_table(systems: dict, members) -> str:
 
 def plot_sweep(systems: dict, members, path: pathlib.Path) -> None:
     """WER against k, one line per T, one panel per test condition; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report_lib.pyplot()
 
     conditions = [c for c in CONDITIONS if any(c in systems.get(m.system, {}).get("wer", {}) for m in members)]
     fig, axes = plt.subplots(1, max(len(conditions), 1), figsize=(4.2 * max(len(conditions), 1), 3.6), squeeze=False)
@@ -111,9 +109,7 @@ def plot_sweep(systems: dict, members, path: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    with wd.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    report_lib.save_figure(fig, path)
 
 
 def members_of(members) -> loop.Members:
