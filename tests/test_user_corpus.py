@@ -7,6 +7,7 @@ import soundfile
 
 from data_prep import corpus
 from data_prep import user_corpus
+from tsasr import pipeline
 from tsasr.audio import io as audio_io
 from tsasr.data import manifest
 from tsasr.recipes.asr import base_config
@@ -134,3 +135,56 @@ def test_missing_manifest_setting_is_a_clear_error(tmp_path):
     config.corpus.source = "manifest"
     with pytest.raises(user_corpus.BadInputError, match="corpus.manifests.train_labelled is not set"):
         corpus.run(config, tmp_path)
+
+
+def test_editing_the_data_in_place_reruns_the_corpus_stage(user_data, tmp_path):
+    """A manifest edited in place, or an audio file rewritten under the same name, changes the
+    corpus stage's key: the stage reruns and the corpus holds the new data (not "up to date")."""
+    import os
+
+    from tsasr import recipe as recipe_lib
+
+    asr = recipe_lib.load("asr")
+    config = base_config()
+    config.corpus.source = "manifest"
+    for split in ("train_labelled", "train_unlabelled", "dev", "test"):
+        config.corpus.manifests[split] = str(user_data)
+    config.workers = 1
+    corpus_stage = next(s for s in asr.stages(config) if s.name == "corpus")
+    workdir = tmp_path / "work"
+    first = pipeline.run_stages(config, workdir, (corpus_stage,))
+    assert first["corpus"]["status"] == "ran"
+    assert pipeline.run_stages(config, workdir, (corpus_stage,))["corpus"]["status"] == "skipped"
+
+    user_data.write_text(user_data.read_text().replace("play jazz", "play some jazz"))
+    edited = pipeline.run_stages(config, workdir, (corpus_stage,))
+    assert edited["corpus"]["status"] == "ran"
+    texts = {r["id"]: r["text"] for r in manifest.read_manifest(workdir / "corpus" / "dev.jsonl")}
+    assert texts["a-2"] == "play some jazz"
+
+    key = pipeline.stage_keys(config, (corpus_stage,))["corpus"]
+    audio = user_data.parent / "good.flac"
+    soundfile.write(audio, _tone(1.5), 16000)  # same name, new recording
+    os.utime(audio, ns=(1, 1))  # even with an old modification time: the size changed
+    assert pipeline.stage_keys(config, (corpus_stage,))["corpus"] != key
+    rerun = pipeline.run_stages(config, workdir, (corpus_stage,))
+    assert rerun["corpus"]["status"] == "ran"
+    durations = {r["id"]: r["duration"] for r in manifest.read_manifest(workdir / "corpus" / "dev.jsonl")}
+    assert abs(durations["a-2"] - 1.5) < 0.01
+
+
+def test_directory_fingerprint_follows_files_added_changed_or_removed(tmp_path):
+    from tsasr.data import fingerprint
+
+    root = tmp_path / "musan"
+    (root / "music").mkdir(parents=True)
+    soundfile.write(root / "music" / "a.wav", _tone(1.0), 16000)
+    first = fingerprint.directory(root)
+    assert fingerprint.directory(root) == first
+    soundfile.write(root / "music" / "b.wav", _tone(1.0), 16000)
+    second = fingerprint.directory(root)
+    soundfile.write(root / "music" / "a.wav", _tone(2.0), 16000)
+    third = fingerprint.directory(root)
+    (root / "music" / "b.wav").unlink()
+    assert len({first, second, third, fingerprint.directory(root)}) == 4
+    assert fingerprint.directory(tmp_path / "nowhere").startswith("missing:")

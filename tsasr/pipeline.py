@@ -46,6 +46,9 @@ class Stage:
     all_processes: bool = False  # multi-host: every process runs it (training); else process 0, then a barrier
     kind: str = "data"  # 'data', 'train' or 'evaluate' (see the module docstring)
     systems: tuple[str, ...] = ()  # evaluate: the systems whose rows it writes into results.json
+    # config -> fingerprints of the user data the stage reads (tsasr.data.fingerprint): part of
+    # its key, so editing a manifest, an audio file or a noise directory reruns the stage.
+    inputs: Callable[[ml_collections.ConfigDict], dict] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -96,13 +99,15 @@ def check_stages(stages) -> None:
 def stage_keys(config: ml_collections.ConfigDict, stages) -> dict[str, str]:
     keys: dict[str, str] = {}
     for stage in stages:
-        keys[stage.name] = wd.fingerprint(
-            {
-                "config": {k: _select(config, k) for k in stage.config_keys},
-                "deps": {d: keys[d] for d in stage.deps},
-                "version": stage.version,
-            }
-        )
+        record = {
+            "config": {k: _select(config, k) for k in stage.config_keys},
+            "deps": {d: keys[d] for d in stage.deps},
+            "version": stage.version,
+        }
+        inputs = stage.inputs(config) if stage.inputs else {}
+        if inputs:  # stages that read no user data keep the keys they always had
+            record["inputs"] = inputs
+        keys[stage.name] = wd.fingerprint(record)
     return keys
 
 

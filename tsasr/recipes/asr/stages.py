@@ -15,6 +15,7 @@ import importlib
 
 import ml_collections
 
+from tsasr.data import fingerprint
 from tsasr.pipeline import Stage
 from tsasr.recipes.asr import grid as grid_lib
 
@@ -67,12 +68,34 @@ def _train(name: str, function: str, config_keys: tuple[str, ...], deps: tuple[s
     )
 
 
+def _user_corpus(config) -> dict:
+    """Fingerprints of the user's manifests (and their audio) when the corpus is theirs."""
+    if config.corpus.source != "manifest":
+        return {}
+    return {split: fingerprint.manifest(path) for split, path in config.corpus.manifests.items() if path}
+
+
+def _user_noise(config) -> dict:
+    return {"musan": fingerprint.directory(config.noise.musan_dir)} if config.noise.source == "musan" else {}
+
+
+def _user_test_conditions(config) -> dict:
+    return {name: fingerprint.manifest(path) for name, path in config.noisify.test_manifests.items() if path}
+
+
 def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
     """Every stage of the recipe in order (a sweep's stages replace the students')."""
     student_reference = config.student.teacher
     data = (
-        Stage("corpus", _lazy("data_prep.corpus", "run"), ("seed", "corpus"), outputs=("corpus",), version=2),
-        Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",)),
+        Stage(
+            "corpus",
+            _lazy("data_prep.corpus", "run"),
+            ("seed", "corpus"),
+            outputs=("corpus",),
+            version=2,
+            inputs=_user_corpus,
+        ),
+        Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",), inputs=_user_noise),
         Stage(
             "noisify",
             _lazy("data_prep.noisify", "run"),
@@ -80,6 +103,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             deps=("corpus", "noise"),
             outputs=("noisy",),
             version=2,  # RIR tails drawn for their own samples only, noise gains applied to the responses
+            inputs=_user_test_conditions,
         ),
         Stage(
             "align",
