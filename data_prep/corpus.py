@@ -118,7 +118,8 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
 
 
 def summarise(out: pathlib.Path) -> dict:
-    """Hours, utterances, speakers and vocabulary per split, from the written manifests."""
+    """Hours, utterances, speakers, words (tokens) and vocabulary (distinct words) per split, from
+    the written manifests."""
     summary = {}
     for split in SPLITS:
         records = manifest.read_manifest(out / f"{split}.jsonl")
@@ -126,7 +127,8 @@ def summarise(out: pathlib.Path) -> dict:
             "hours": round(sum(r["duration"] for r in records) / 3600, 3),
             "utterances": len(records),
             "speakers": len({r["speaker"] for r in records}),
-            "words": len({w for r in records for w in r.get("text", "").split()}),
+            "words": sum(len(r.get("text", "").split()) for r in records),
+            "vocabulary": len({w for r in records for w in r.get("text", "").split()}),
         }
     return summary
 

@@ -68,3 +68,24 @@ def test_decoder_pool_matches_single_process(tmp_path):
     with decoder_lib.DecoderPool(graph_dir, workers=2) as pool:
         assert pool.decode(loglikes, 0.5) == single
         assert list(pool.decode(loglikes, 0.5)[0]) == list(loglikes)  # input order kept
+
+
+def test_native_stderr_goes_to_the_log_not_the_terminal(capfd, caplog):
+    """Kaldi's C++ writes progress straight to file descriptor 2; inside native_stderr_to_log
+    those lines reach the named logger and nothing reaches the process's stderr."""
+    import logging
+    import os
+
+    from tsasr.kaldi import native_stderr_to_log
+
+    logger = logging.getLogger("tsasr.test_native")
+    with caplog.at_level(logging.DEBUG, logger="tsasr.test_native"):
+        with native_stderr_to_log(logger):
+            os.write(2, b"LOG (arpa2fst) Processing 3-grams\n\nanother line\n")
+    assert capfd.readouterr().err == ""
+    assert [r.getMessage() for r in caplog.records if r.name == "tsasr.test_native"] == [
+        "LOG (arpa2fst) Processing 3-grams",
+        "another line",
+    ]
+    os.write(2, b"after\n")  # file descriptor 2 is restored
+    assert capfd.readouterr().err == "after\n"

@@ -153,3 +153,20 @@ def test_a_decoding_option_reruns_only_evaluation(recipe, tmp_path):
     assert not (workdir / "superseded").exists()
     results = json.loads((workdir / "results.json").read_text())
     assert set(results["systems"]) == {"gmm", "teacher_ce", "teacher_seq", "student_ce", "student_seq"}
+
+
+def test_oov_rate_of_every_test_condition(recipe):
+    """The share of test reference tokens outside graph/words.txt, recomputed here from the files."""
+    from tsasr.recipes.asr import evaluate
+
+    workdir, _, report = recipe
+    results = json.loads((workdir / "results.json").read_text())
+    vocabulary = {line.split()[0] for line in (workdir / "graph" / "words.txt").read_text().splitlines()}
+    for condition in ("clean", "noisy", "rerecorded"):
+        tokens = [w for r in acoustic.read(workdir, layout.CONDITIONS[condition]) for w in r["text"].split()]
+        expected = 100.0 * sum(w not in vocabulary for w in tokens) / len(tokens)
+        assert results["conditions"][condition]["words"] == len(tokens)
+        assert abs(results["conditions"][condition]["oov_rate"] - expected) < 0.006
+        assert report["oov"]["summary"][condition] == results["conditions"][condition]["oov_rate"]
+    hand = evaluate.out_of_vocabulary([{"text": "play jazz now"}, {"text": "play zydeco"}], {"play", "jazz", "now"})
+    assert (hand["words"], hand["oov_words"], hand["oov_rate"], hand["most_frequent_oov"]) == (5, 1, 20.0, ["zydeco"])

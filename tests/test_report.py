@@ -50,6 +50,14 @@ def test_report_tables_plots_and_relative_changes(tmp_path):
         assert f"plots/{name}" in text
 
 
+def test_test_condition_facts_are_tabulated(tmp_path):
+    _scored(tmp_path)
+    results.update_conditions(tmp_path, {"clean": {"words": 120, "oov_rate": 2.5, "most_frequent_oov": ["x"]}})
+    report.write_report(tmp_path, ASR.report)
+    text = (tmp_path / "results.md").read_text()
+    assert "## Test conditions" in text and "| clean | 2.5 | 120 |" in text
+
+
 def test_no_paper_section_unless_the_experiment_declares_one(tmp_path):
     _scored(tmp_path)
     report.write_report(tmp_path, ASR.report)

@@ -16,6 +16,12 @@ the Python bindings. The round trip goes through OpenFst's text format.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+
 # pylint: disable=wrong-import-order,ungrouped-imports
 import kaldi_hmm_gmm  # isort: skip  (first; see the module docstring)
 import kaldifst  # isort: skip
@@ -25,7 +31,36 @@ import numpy as np
 
 from tsasr import fst as fst_lib
 
-__all__ = ["kaldi_hmm_gmm", "kaldifst", "kaldi_decoder", "kaldilm", "to_arcs", "from_arcs", "linear_path"]
+__all__ = [
+    "kaldi_hmm_gmm",
+    "kaldifst",
+    "kaldi_decoder",
+    "kaldilm",
+    "to_arcs",
+    "from_arcs",
+    "linear_path",
+    "native_stderr_to_log",
+]
+
+
+@contextlib.contextmanager
+def native_stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG):
+    """Runs the block with file descriptor 2 sent to a temporary file, then logs each of its
+    lines through `logger`: Kaldi's C++ progress lines (kaldilm's "Processing 3-grams",
+    ...) then follow the log's level and handlers instead of landing raw in a redirected log."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", errors="replace").splitlines():
+                if line.strip():
+                    logger.log(level, "%s", line.rstrip())
 
 
 def to_arcs(fst) -> fst_lib.Arcs:

@@ -20,6 +20,8 @@ import numpy as np
 from tsasr import kaldi
 from tsasr.kaldi import kaldi_decoder, kaldifst
 
+log = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class Graph:
@@ -91,7 +93,12 @@ def _collect(results) -> tuple[dict[str, list[str]], list[str]]:
     hyps = {utt: words for utt, words, _ in results}
     partial = [utt for utt, _, final in results if not final]
     if partial:
-        logging.warning("decode: %d utterances did not reach a final state: %s", len(partial), " ".join(partial[:20]))
+        log.warning(
+            "%d utterances did not reach a final state of the graph within the beam; each is scored with the "
+            "words of its best partial path (raise decode.beam to search wider): %s",
+            len(partial),
+            " ".join(partial[:20]),
+        )
     return hyps, partial
 
 

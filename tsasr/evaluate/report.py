@@ -86,6 +86,20 @@ def results_table(results: dict, spec: ReportSpec) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+def conditions_table(results: dict, spec: ReportSpec) -> str:
+    """Markdown: the facts about each test condition (results.json `conditions`), or ''."""
+    facts = results.get("conditions", {})
+    names = [c for c in spec.conditions if c in facts] + sorted(c for c in facts if c not in spec.conditions)
+    fields = sorted({k for c in names for k, v in facts[c].items() if isinstance(v, (int, float))})
+    if not names or not fields:
+        return ""
+    lines = ["| condition | " + " | ".join(fields) + " |", "|---|" + "---:|" * len(fields)]
+    for name in names:
+        cells = [facts[name].get(f) for f in fields]
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:g}" for v in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def paper_table(results: dict, spec: ReportSpec, paper: dict) -> str:
     """Markdown: the paper's relative changes (paper['relative'], per condition) of
     paper['system'] against paper['reference'] beside this run's."""
@@ -193,6 +207,8 @@ def write_report(workdir: pathlib.Path, spec: ReportSpec, paper: dict | None = N
     images = [_plot_metric(results, spec, m, plots) for m in spec.metrics] if results else []
     images += _plot_training_curves(workdir, spec, plots)
     text = "# Results\n\n" + (spec.description + "\n\n" if spec.description else "") + table
+    if conditions := conditions_table(results, spec):
+        text += "\n## Test conditions\n\n" + conditions
     if paper:
         text += "\n## Against the paper\n\n" + paper_table(results, spec, paper)
     text += "\n"

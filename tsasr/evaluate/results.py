@@ -6,7 +6,8 @@
                           }},
      "metrics": {metric: {"lower_is_better": bool}},
      "relative_to": {reference: {metric: {system: {condition: percent}}}},
-     "relative_to_teacher": {system: {condition: percent}}}     the recipe's primary reference, primary metric
+     "relative_to_teacher": {system: {condition: percent}},    the recipe's primary reference, primary metric
+     "conditions": {condition: {fact: value}}}                  facts about a test set (e.g. its OOV rate)
 
 Evaluation stages merge their system's rows (`update_results`); the runner derives the
 relative changes from the recipe's report spec (`add_relative`) and keeps the file to the
@@ -46,6 +47,17 @@ def update_results(workdir: pathlib.Path, system: str, values: dict[str, dict[st
                     entry[key][inner] = item
         else:
             entry[key] = value
+    wd.write_json(pathlib.Path(workdir) / FILE, results)
+    return results
+
+
+def update_conditions(workdir: pathlib.Path, facts: dict[str, dict]) -> dict:
+    """Merges facts about test conditions ({condition: {name: value}}, e.g. utterances, words,
+    OOV rate) into WORKDIR/results.json; returns the whole table."""
+    results = read(workdir)
+    conditions = results.setdefault("conditions", {})
+    for condition, values in facts.items():
+        conditions.setdefault(condition, {}).update(values)
     wd.write_json(pathlib.Path(workdir) / FILE, results)
     return results
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import math
 import os
 import pathlib
@@ -29,7 +30,9 @@ from tsasr import workdir as wd
 from tsasr.fst import Arcs
 from tsasr.hmm.context import ContextDependency
 from tsasr.hmm.lexicon import Lexicon, lexicon_fst
-from tsasr.kaldi import kaldifst, kaldilm
+from tsasr.kaldi import kaldifst, kaldilm, native_stderr_to_log
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +200,8 @@ def _train_lm_arpa(ngram_train, sentences, order):
 
 def grammar_fst(arpa_path: pathlib.Path, words_txt: pathlib.Path) -> kaldifst.StdVectorFst:
     """G from an ARPA file; back-off arcs carry #0 on the input, as L expects."""
-    text = kaldilm.arpa2fst(input_arpa=str(arpa_path), disambig_symbol="#0", read_symbol_table=str(words_txt))
+    with native_stderr_to_log(log):  # arpa2fst narrates its progress on fd 2
+        text = kaldilm.arpa2fst(input_arpa=str(arpa_path), disambig_symbol="#0", read_symbol_table=str(words_txt))
     return kaldifst.compile(s=text, acceptor=False)
 
 

@@ -9,6 +9,7 @@ results.json (tsasr.evaluate.results) as `wer` -> condition.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import pathlib
@@ -53,6 +54,58 @@ def test_sets(workdir: pathlib.Path, conditions) -> dict[str, tuple[pathlib.Path
             continue
         out[condition] = (path, [r for r in acoustic.read(workdir, layout.CONDITIONS[condition]) if r.get("text")])
     return out
+
+
+SPECIAL_WORDS = ("<eps>", "<unk>", "#0", "<s>", "</s>")
+OOV_WARNING_PERCENT = 2.0  # above this share of test tokens outside the vocabulary, the log warns
+
+
+def vocabulary(workdir: pathlib.Path) -> set[str]:
+    """The decoding graph's words (graph/words.txt), without its special symbols."""
+    lines = (pathlib.Path(workdir) / "graph" / "words.txt").read_text().splitlines()
+    return {line.split()[0] for line in lines if line.strip()} - set(SPECIAL_WORDS)
+
+
+def out_of_vocabulary(records: list[dict], words: set[str]) -> dict:
+    """Reference tokens a decoder with vocabulary `words` cannot output: their count, rate in
+    percent and the most frequent ones. No system can recognise these."""
+    tokens = [w for r in records for w in r["text"].split()]
+    missing = collections.Counter(w for w in tokens if w not in words)
+    oov = sum(missing.values())
+    return {
+        "utterances": len(records),
+        "words": len(tokens),
+        "oov_words": oov,
+        "oov_rate": round(100.0 * oov / max(len(tokens), 1), 2),
+        "most_frequent_oov": [w for w, _ in missing.most_common(10)],
+    }
+
+
+def report_vocabulary(workdir: pathlib.Path, records_by_condition: dict) -> None:
+    """The OOV rate of every test condition, in the log and in results.json `conditions`."""
+    words = vocabulary(workdir)
+    facts = {c: out_of_vocabulary(records, words) for c, records in records_by_condition.items()}
+    for condition, fact in facts.items():
+        level = logging.WARNING if fact["oov_rate"] > OOV_WARNING_PERCENT else logging.INFO
+        log.log(
+            level,
+            "%s: %.2f %% of the %d test words are outside the decoding vocabulary (%d words; most frequent: %s)",
+            condition,
+            fact["oov_rate"],
+            fact["words"],
+            len(words),
+            ", ".join(fact["most_frequent_oov"]) or "none",
+        )
+    results_lib.update_conditions(workdir, facts)
+
+
+def oov(config, workdir: pathlib.Path) -> dict:
+    """Evaluation stage `oov`: the share of each test condition's reference words that the
+    decoding vocabulary lacks (no system can recognise them), logged and in results.json."""
+    records = {c: r for c, (_, r) in test_sets(workdir, config.decode.conditions).items()}
+    report_vocabulary(workdir, records)
+    facts = results_lib.read(workdir).get("conditions", {})
+    return {c: facts[c]["oov_rate"] for c in records}
 
 
 def score_system(

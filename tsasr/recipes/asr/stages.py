@@ -125,6 +125,15 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             systems=("gmm",),
         ),
     )
+    data += (
+        Stage(
+            "oov",
+            _lazy(f"{_ASR}.evaluate", "oov"),
+            ("decode.conditions",),
+            deps=("graph", "noisify"),
+            kind="evaluate",
+        ),
+    )
     # Training stages' versions went up (CE 2, LF-MMI 3) when decoding moved to the decode_ stages.
     teacher = (
         _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2),
