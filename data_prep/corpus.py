@@ -149,6 +149,7 @@ def import_manifests(cfg, out: pathlib.Path, workers: int) -> dict:
             min_duration=cfg.min_duration,
             alphabet=cfg.alphabet,
             on_bad_input=cfg.on_bad_input,
+            min_level_db=cfg.min_level_db,
             parts_dir=out / ".parts" / split,
             workers=workers,
             split=split,

@@ -237,6 +237,34 @@ def regenerate(record: dict, clean_audio: np.ndarray) -> np.ndarray:
     return audio
 
 
+FEW_NOISE_FILES = 10  # a test condition mixed from fewer distinct noise files is warned about
+
+
+def drawn_kind_weights(noises: list[dict], kind_weights: dict) -> dict[str, float]:
+    """The share of draws each noise kind present gets: config.noisify.kind_weights restricted
+    to the kinds `noises` has, renormalised (uniform over the kinds when none is weighted)."""
+    present = sorted({n["kind"] for n in noises})
+    weights = {k: float(kind_weights.get(k, 0.0)) * sum(n["kind"] == k for n in noises) for k in present}
+    total = sum(weights.values())
+    if total == 0:
+        return {k: sum(n["kind"] == k for n in noises) / len(noises) for k in present}
+    return {k: round(w / total, 4) for k, w in weights.items()}
+
+
+def report_noise_kinds(split: str, noises: list[dict], kind_weights: dict) -> None:
+    """Logs, once per noise split, weighted kinds it lacks and the shares actually drawn."""
+    present = {n["kind"] for n in noises}
+    missing = sorted(k for k, w in kind_weights.items() if w > 0 and k not in present)
+    if missing:
+        log.warning(
+            "noise split %r has no %s clips although noisify.kind_weights weighs them; drawing the kinds "
+            "present in these shares instead: %s",
+            split,
+            ", ".join(missing),
+            drawn_kind_weights(noises, kind_weights),
+        )
+
+
 def run(config, workdir: pathlib.Path) -> dict:
     """Runner stage `noisify`."""
     cfg = config.noisify
@@ -244,6 +272,8 @@ def run(config, workdir: pathlib.Path) -> dict:
     noise_sets = {
         split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS
     }
+    for split, noises in noise_sets.items():
+        report_noise_kinds(split, noises, cfg.kind_weights.to_dict())
     summary = {}
     for condition, (clean_split, noise_split, _, _) in CONDITIONS.items():
         user_path = cfg.test_manifests.get(condition.removeprefix("test_"), "") if condition.startswith("test_") else ""
@@ -254,6 +284,7 @@ def run(config, workdir: pathlib.Path) -> dict:
                 min_duration=config.corpus.min_duration,
                 alphabet=config.corpus.alphabet,
                 on_bad_input=config.corpus.on_bad_input,
+                min_level_db=config.corpus.min_level_db,
                 parts_dir=out / ".parts" / condition,
                 workers=config.workers,
                 split=condition,
@@ -277,6 +308,15 @@ def run(config, workdir: pathlib.Path) -> dict:
         )
         manifest.write_manifest(out / f"{condition}.jsonl", records)
         summary[condition] = describe(records)
+        files = {n["id"] for r in records for n in r["mix"]["noises"]}
+        if condition.startswith("test_") and len(files) < FEW_NOISE_FILES:
+            log.warning(
+                "%s is mixed from only %d distinct noise files (%s): its WER measures those files more than "
+                "the noise kind; give the noise directory more test files",
+                condition,
+                len(files),
+                ", ".join(sorted(files)),
+            )
     parallel.reset(out / ".parts")
     return summary
 

@@ -30,7 +30,19 @@ class BadInputError(ValueError):
     """Raised with on_bad_input='stop': names the item and what is wrong with it."""
 
 
-def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: str) -> dict:
+FRAME = 400  # samples: 25 ms at 16 kHz, the analysis frame the features use
+
+
+def loudest_frame_db(audio: np.ndarray) -> float:
+    """The RMS level (dB re full scale) of the loudest 25 ms frame of `audio` (float in [-1, 1])."""
+    frames = audio[: len(audio) // FRAME * FRAME].reshape(-1, FRAME) if len(audio) >= FRAME else audio[None, :]
+    power = np.max(np.mean(np.square(frames.astype(np.float64)), axis=1))
+    return float(10.0 * np.log10(max(power, 1e-20)))
+
+
+def check_item(
+    record: dict, *, labelled: bool, min_duration: float, alphabet: str, min_level_db: float = -60.0
+) -> dict:
     """Returns {'record': cleaned record} or {'error': reason} for one manifest line."""
     name = f"utterance {record['id']!r} ({record['_where']})"
     try:
@@ -58,6 +70,13 @@ def check_item(record: dict, *, labelled: bool, min_duration: float, alphabet: s
         }
     if np.max(np.abs(audio)) == 0.0:
         return {"error": f"{name}: audio is all zeros", "reason": "empty"}
+    level = loudest_frame_db(audio)
+    if level < min_level_db:  # dither or hum around digital silence is not speech
+        return {
+            "error": f"{name}: near-silent, its loudest 25 ms is at {level:.1f} dBFS "
+            f"(below corpus.min_level_db={min_level_db:g})",
+            "reason": "near_silent",
+        }
     text = record.get("text")
     if labelled:
         if not isinstance(text, str) or not text.strip():
@@ -88,6 +107,7 @@ def validate(
     parts_dir: pathlib.Path,
     workers: int,
     split: str,
+    min_level_db: float = -60.0,
 ) -> tuple[list[dict], collections.Counter]:
     """Checks every line of a user manifest; returns the good records and counts of skips by reason."""
     if on_bad_input not in ("skip", "stop"):
@@ -108,7 +128,9 @@ def validate(
             continue
         seen.add(record["id"])
         unique.append(record)
-    fn = functools.partial(check_item, labelled=labelled, min_duration=min_duration, alphabet=alphabet)
+    fn = functools.partial(
+        check_item, labelled=labelled, min_duration=min_duration, alphabet=alphabet, min_level_db=min_level_db
+    )
     results = parallel.map_resumable(fn, unique, parts_dir, workers=workers, chunk_size=64, desc=f"checking {split}")
     good = []
     for result in results:

@@ -76,3 +76,37 @@ def test_cli_writes_config_json_and_stops_where_told(tmp_path):
     assert saved["noise"]["train_minutes"] == 0.2 and saved["name"] == "top20_T2"
     assert (tmp_path / "noise" / "train.jsonl").exists()
     assert not (tmp_path / "noisy").exists()
+
+
+def test_missing_data_stops_the_run_before_any_stage_with_one_line_each(tmp_path):
+    """A missing dev manifest and a misspelt noise directory: both named, exit 2, no traceback,
+    nothing prepared (not after two splits were validated)."""
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"id": "u1", "audio": "u1.wav", "text": "hi"}\n')
+    args = [f"--config.corpus.manifests.{split}={train}" for split in ("train_labelled", "train_unlabelled", "test")]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsasr.run",
+            str(EXPERIMENT),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--config.corpus.source=manifest",
+            *args,
+            f"--config.corpus.manifests.dev={tmp_path / 'dev.jsonl'}",
+            "--config.noise.source=musan",
+            f"--config.noise.musan_dir={tmp_path / 'musn'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines == [
+        f"error: {tmp_path / 'dev.jsonl'}: corpus.manifests.dev not found",
+        f"error: {tmp_path / 'musn'}: noise.musan_dir is not a directory",
+    ]
+    assert not (tmp_path / "work" / "corpus").exists()

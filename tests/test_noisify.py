@@ -218,3 +218,23 @@ def test_batched_render_matches_separate_float64_convolutions(tiny_run, conditio
         assert np.max(np.abs(ours - expected)) < 2**-17, np.max(np.abs(ours - expected))
         counts.add(len(record["mix"]["noises"]))
     assert len(counts) >= 2  # several batch sizes (4 and 8 FFT rows)
+
+
+def test_missing_noise_kinds_are_reported_and_the_drawn_shares_renormalised(caplog):
+    """A noise set with only music (and one fan) while tv is weighted: the warning names tv, and
+    the shares it states are the ones the mixer draws (checked by drawing 20,000 recipes)."""
+    import logging
+
+    noises = [{"id": f"m{i}", "kind": "music", "duration": 10.0, "audio": "x"} for i in range(3)]
+    noises.append({"id": "f0", "kind": "stationary", "duration": 10.0, "audio": "x"})
+    weights = {"music": 0.45, "tv": 0.35, "stationary": 0.2}
+    shares = noisify.drawn_kind_weights(noises, weights)
+    assert shares == {"music": round(3 * 0.45 / (3 * 0.45 + 0.2), 4), "stationary": round(0.2 / 1.55, 4)}
+    with caplog.at_level(logging.WARNING, logger="data_prep.noisify"):
+        noisify.report_noise_kinds("train", noises, weights)
+    assert "has no tv clips" in caplog.text and str(shares) in caplog.text
+    rng = np.random.default_rng(0)
+    weights_per_noise = np.array([weights.get(n["kind"], 0.0) for n in noises])
+    cdf = noisify.choice_cdf(weights_per_noise / weights_per_noise.sum())
+    drawn = [noises[noisify.choose(rng, cdf)]["kind"] for _ in range(20000)]
+    assert abs(drawn.count("music") / len(drawn) - shares["music"]) < 0.01

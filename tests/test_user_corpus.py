@@ -32,6 +32,9 @@ def user_data(tmp_path):
     nan[100] = np.nan
     soundfile.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
     (d / "garbage.wav").write_bytes(b"not a wav file at all")
+    # near-digital silence: +-1 LSB of 16-bit dither (about -93 dBFS), not exactly zero
+    dither = np.random.default_rng(0).integers(-1, 2, 32000).astype(np.int16)
+    soundfile.write(d / "dither.wav", dither, 16000, subtype="PCM_16")
     lines = [
         {"id": "a-1", "audio": "good.wav", "text": "Turn ON the lights"},
         {"id": "a-2", "audio": "good.flac", "text": "play jazz", "speaker": "alice"},
@@ -43,6 +46,7 @@ def user_data(tmp_path):
         {"id": "b-5", "audio": "missing.wav", "text": "hi"},
         {"id": "b-6", "audio": "garbage.wav", "text": "hi"},
         {"id": "b-7", "audio": "good.wav", "text": "café au lait"},
+        {"id": "b-8", "audio": "dither.wav", "text": "two seconds of silence"},
         {"id": "a-1", "audio": "good.wav", "text": "duplicate"},
     ]
     path = d / "train.jsonl"
@@ -79,9 +83,11 @@ def test_bad_items_are_named_counted_and_skipped(user_data, tmp_path, caplog):
         "unreadable": 1,
         "bad_characters": 1,
         "duplicate_id": 1,
+        "near_silent": 1,
     }
     for name in ("'b-1'", "'b-2'", "'b-4'", "'b-5'", "'b-7'", "duplicate utterance id 'a-1'"):
         assert name in caplog.text
+    assert "'b-8'" in caplog.text and "near-silent, its loudest 25 ms is at -9" in caplog.text
 
 
 def test_stop_policy_names_the_first_bad_item(user_data, tmp_path):

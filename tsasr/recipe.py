@@ -35,6 +35,8 @@ class Recipe:
     report: report_lib.ReportSpec
     # (config, points) -> config with the grid set: experiments that declare sweep() (optional)
     with_sweep: Callable[[ml_collections.ConfigDict, list], ml_collections.ConfigDict] | None = None
+    # config -> one line per problem with the data it names, checked before any stage (optional)
+    check: Callable[[ml_collections.ConfigDict], list[str]] | None = None
 
 
 def load(name: str) -> Recipe:

@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, TypeError, FileNotFoundError, AttributeError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
+    problems = recipe.check(config) if recipe.check else []
+    if problems:  # before any work: every problem at once, one line each
+        print("\n".join(f"error: {problem}" for problem in problems), file=sys.stderr)
+        return 2
     workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else "")))
     if config.get("workers", 1) <= 0:
         with config.unlocked():

@@ -10,6 +10,7 @@ clean, noisy and re-recorded test conditions. Stages: tsasr.recipes.asr.stages.
 from tsasr.data import layout
 from tsasr.evaluate.report import Metric, ReportSpec
 from tsasr.recipe import Recipe
+from tsasr.recipes.asr import checks
 from tsasr.recipes.asr.config import base_config, tiny
 from tsasr.recipes.asr.grid import with_grid
 from tsasr.recipes.asr.stages import recipe_stages
@@ -43,6 +44,7 @@ RECIPE = Recipe(
     stages=recipe_stages,
     report=REPORT,
     with_sweep=with_grid,
+    check=checks.problems,
 )
 
 __all__ = ["RECIPE", "REPORT", "base_config", "tiny"]

@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
         {"train_labelled": "", "train_unlabelled": "", "dev": "", "test": ""}
     )
     corpus.min_duration = 0.3  # seconds; shorter files are bad input
+    corpus.min_level_db = -60.0  # dBFS; a file whose loudest 25 ms frame is quieter is near-silent, bad input
     corpus.alphabet = "[a-z' ]"  # characters allowed in transcripts (after lower-casing)
     corpus.on_bad_input = "skip"  # 'skip' (named in the log, counted in the summary) or 'stop'
 

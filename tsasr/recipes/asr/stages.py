@@ -99,7 +99,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         Stage(
             "noisify",
             _lazy("data_prep.noisify", "run"),
-            ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input"),
+            ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input", "corpus.min_level_db"),
             deps=("corpus", "noise"),
             outputs=("noisy",),
             version=2,  # RIR tails drawn for their own samples only, noise gains applied to the responses

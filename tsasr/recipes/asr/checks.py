@@ -1,0 +1,43 @@
+"""The asr recipe's checks before any work: every file and directory the config names.
+
+A run that would stop at the third split's missing manifest after validating two splits, or
+at a misspelt noise directory after generating the corpus, stops before the first stage
+instead, with one line per problem.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from tsasr.data import layout
+
+SOURCES = {"corpus": ("builtin", "manifest"), "noise": ("builtin", "musan")}
+NOISE_KINDS = ("music", "noise", "speech")  # a MUSAN-layout directory's subdirectories
+
+
+def problems(config) -> list[str]:
+    """One line per problem with the data the config points at; [] when it can start."""
+    found = []
+    for section, allowed in SOURCES.items():
+        if config[section].source not in allowed:
+            found.append(f"{section}.source={config[section].source!r}: must be one of {', '.join(allowed)}")
+    if config.corpus.source == "manifest":
+        for split in layout.SPLITS:
+            path = config.corpus.manifests.get(split, "")
+            if not path:
+                found.append(
+                    f"corpus.manifests.{split} is not set: corpus.source='manifest' needs a manifest for each of "
+                    f"{', '.join(layout.SPLITS)}"
+                )
+            elif not pathlib.Path(path).expanduser().is_file():
+                found.append(f"{path}: corpus.manifests.{split} not found")
+    if config.noise.source == "musan":
+        root = pathlib.Path(config.noise.musan_dir).expanduser()
+        if not config.noise.musan_dir or not root.is_dir():
+            found.append(f"{config.noise.musan_dir or '(empty)'}: noise.musan_dir is not a directory")
+        elif not any((root / kind).is_dir() for kind in NOISE_KINDS):
+            found.append(f"{root}: noise.musan_dir has none of the subdirectories {', '.join(NOISE_KINDS)}")
+    for condition, path in config.noisify.test_manifests.items():
+        if path and not pathlib.Path(path).expanduser().is_file():
+            found.append(f"{path}: noisify.test_manifests.{condition} not found")
+    return found
