@@ -18,8 +18,7 @@ import pathlib
 
 import numpy as np
 
-from data_prep import sentences
-from data_prep import user_corpus
+from data_prep import librispeech, sentences, user_corpus
 from tsasr import parallel
 from tsasr import workdir as wd
 from tsasr.audio import tts
@@ -133,12 +132,13 @@ def summarise(out: pathlib.Path) -> dict:
     return summary
 
 
-def import_manifests(cfg, out: pathlib.Path, workers: int) -> dict:
-    """Runner stage `corpus` with corpus.source='manifest': every split's manifest validated
-    (data_prep.user_corpus) and written to OUT."""
+def import_manifests(cfg, out: pathlib.Path, workers: int, manifests: dict | None = None) -> dict:
+    """Runner stage `corpus` with corpus.source='manifest': every split's manifest (cfg.manifests,
+    or `manifests` when given) validated (data_prep.user_corpus) and written to OUT."""
+    manifests = dict(cfg.manifests) if manifests is None else manifests
     summary_skips = {}
     for split in SPLITS:
-        path = cfg.manifests.get(split)
+        path = manifests.get(split)
         if not path:
             raise user_corpus.BadInputError(
                 f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})"
@@ -175,4 +175,12 @@ def run(config, workdir: pathlib.Path) -> dict:
         return build_builtin(cfg, config.seed, out, config.workers)
     if cfg.source == "manifest":
         return import_manifests(cfg, out, config.workers)
-    raise ValueError(f"corpus.source must be 'builtin' or 'manifest', not {cfg.source!r}")
+    if cfg.source == "librispeech":
+        paths = librispeech.write_manifests(cfg.librispeech.dir, librispeech_subsets(cfg), out / "librispeech")
+        return import_manifests(cfg, out, config.workers, paths)
+    raise ValueError(f"corpus.source must be 'builtin', 'manifest' or 'librispeech', not {cfg.source!r}")
+
+
+def librispeech_subsets(cfg) -> dict[str, str]:
+    """{split: comma-separated LibriSpeech subsets} from corpus.librispeech."""
+    return {split: cfg.librispeech[split] for split in SPLITS}

@@ -194,3 +194,44 @@ def test_directory_fingerprint_follows_files_added_changed_or_removed(tmp_path):
     (root / "music" / "b.wav").unlink()
     assert len({first, second, third, fingerprint.directory(root)}) == 4
     assert fingerprint.directory(tmp_path / "nowhere").startswith("missing:")
+
+
+def _librispeech(root):
+    """A LibriSpeech-layout directory: two subsets, speakers/chapters, flac files, .trans.txt."""
+    lines = {
+        ("train-clean-100", "19", "198"): ["19-198-0000 NORTHANGER ABBEY", "19-198-0001 THIS LITTLE WORK WAS FINISHED"],
+        ("train-clean-100", "26", "495"): ["26-495-0000 IT'S A FINE DAY"],
+        ("dev-clean", "84", "121123"): ["84-121123-0000 GO DO YOU HEAR"],
+    }
+    for (subset, speaker, chapter), texts in lines.items():
+        folder = root / subset / speaker / chapter
+        folder.mkdir(parents=True)
+        for line in texts:
+            soundfile.write(folder / f"{line.split()[0]}.flac", _tone(0.8), 16000, format="FLAC")
+        (folder / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(texts) + "\n")
+    return root
+
+
+def test_librispeech_layout_becomes_the_corpus(tmp_path):
+    from data_prep import librispeech
+
+    root = _librispeech(tmp_path / "LibriSpeech")
+    records = librispeech.read_subset(root, "train-clean-100")
+    assert [(r["id"], r["speaker"], r["text"]) for r in records] == [
+        ("19-198-0000", "19", "northanger abbey"),
+        ("19-198-0001", "19", "this little work was finished"),
+        ("26-495-0000", "26", "it's a fine day"),
+    ]
+    assert records[0]["audio"] == str(root / "train-clean-100" / "19" / "198" / "19-198-0000.flac")
+    config = base_config()
+    config.corpus.source = "librispeech"
+    config.corpus.librispeech.dir = str(root)
+    config.corpus.librispeech.update(
+        {"train_labelled": "train-clean-100", "train_unlabelled": "train-clean-100", "dev": "dev-clean", "test": "dev-clean"}
+    )
+    config.workers = 1
+    summary = corpus.run(config, tmp_path / "work")
+    assert summary["train_labelled"]["utterances"] == 3 and summary["dev"]["utterances"] == 1
+    assert summary["train_labelled"]["speakers"] == 2 and summary["train_labelled"]["words"] == 11
+    with pytest.raises(FileNotFoundError, match="test-other.*not found"):
+        librispeech.read_subset(root, "test-other")

@@ -11,7 +11,7 @@ import pathlib
 
 from tsasr.data import layout
 
-SOURCES = {"corpus": ("builtin", "manifest"), "noise": ("builtin", "musan")}
+SOURCES = {"corpus": ("builtin", "manifest", "librispeech"), "noise": ("builtin", "musan")}
 NOISE_KINDS = ("music", "noise", "speech")  # a MUSAN-layout directory's subdirectories
 
 
@@ -31,6 +31,15 @@ def problems(config) -> list[str]:
                 )
             elif not pathlib.Path(path).expanduser().is_file():
                 found.append(f"{path}: corpus.manifests.{split} not found")
+    if config.corpus.source == "librispeech":
+        root = pathlib.Path(config.corpus.librispeech.dir).expanduser()
+        if not config.corpus.librispeech.dir or not root.is_dir():
+            found.append(f"{config.corpus.librispeech.dir or '(empty)'}: corpus.librispeech.dir is not a directory")
+        else:
+            for split in layout.SPLITS:
+                for subset in config.corpus.librispeech[split].split(","):
+                    if subset.strip() and not (root / subset.strip()).is_dir():
+                        found.append(f"{root / subset.strip()}: LibriSpeech subset of corpus.librispeech.{split} not found")
     if config.noise.source == "musan":
         root = pathlib.Path(config.noise.musan_dir).expanduser()
         if not config.noise.musan_dir or not root.is_dir():
