@@ -242,11 +242,22 @@ def _write_splits(records: list[dict], out: pathlib.Path) -> None:
         manifest.write_manifest(out / f"{split}.jsonl", by_split[split])
 
 
+MUSAN_KINDS = ("music", "noise", "speech")
+
+
+def source_kinds(cfg) -> tuple[str, ...]:
+    """The noise kinds `cfg` (config.noise) provides: the built-in generator's weighted kinds, or
+    MUSAN's subdirectories."""
+    if cfg.source == "musan":
+        return MUSAN_KINDS
+    return tuple(k for k, w in cfg.kind_weights.items() if w > 0)
+
+
 def import_musan(cfg, out: pathlib.Path) -> dict:
     """A MUSAN-layout directory: music/, noise/, speech/ with audio files below each."""
     root = pathlib.Path(cfg.musan_dir).expanduser()
     records = []
-    for kind in ("music", "noise", "speech"):
+    for kind in MUSAN_KINDS:
         files = sorted(p for p in (root / kind).rglob("*") if p.suffix.lower() in (".wav", ".flac"))
         for path in files:
             try:

@@ -251,10 +251,11 @@ def drawn_kind_weights(noises: list[dict], kind_weights: dict) -> dict[str, floa
     return {k: round(w / total, 4) for k, w in weights.items()}
 
 
-def report_noise_kinds(split: str, noises: list[dict], kind_weights: dict) -> None:
-    """Logs, once per noise split, weighted kinds it lacks and the shares actually drawn."""
+def report_noise_kinds(split: str, noises: list[dict], kind_weights: dict, expected: tuple[str, ...]) -> None:
+    """Logs, once per noise split, the weighted kinds of its source (`expected`: the kinds the
+    built-in generator or a MUSAN directory provides) that it lacks, and the shares actually drawn."""
     present = {n["kind"] for n in noises}
-    missing = sorted(k for k, w in kind_weights.items() if w > 0 and k not in present)
+    missing = sorted(k for k, w in kind_weights.items() if w > 0 and k in expected and k not in present)
     if missing:
         log.warning(
             "noise split %r has no %s clips although noisify.kind_weights weighs them; drawing the kinds "
@@ -272,8 +273,9 @@ def run(config, workdir: pathlib.Path) -> dict:
     noise_sets = {
         split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS
     }
+    expected = noise_corpus.source_kinds(config.noise)
     for split, noises in noise_sets.items():
-        report_noise_kinds(split, noises, cfg.kind_weights.to_dict())
+        report_noise_kinds(split, noises, cfg.kind_weights.to_dict(), expected)
     summary = {}
     for condition, (clean_split, noise_split, _, _) in CONDITIONS.items():
         user_path = cfg.test_manifests.get(condition.removeprefix("test_"), "") if condition.startswith("test_") else ""

@@ -231,8 +231,11 @@ def test_missing_noise_kinds_are_reported_and_the_drawn_shares_renormalised(capl
     shares = noisify.drawn_kind_weights(noises, weights)
     assert shares == {"music": round(3 * 0.45 / (3 * 0.45 + 0.2), 4), "stationary": round(0.2 / 1.55, 4)}
     with caplog.at_level(logging.WARNING, logger="data_prep.noisify"):
-        noisify.report_noise_kinds("train", noises, weights)
+        noisify.report_noise_kinds("train", noises, weights, ("music", "tv", "stationary"))
+        noisify.report_noise_kinds("test", noises, {**weights, "speech": 0.3}, ("music", "stationary"))
     assert "has no tv clips" in caplog.text and str(shares) in caplog.text
+    # a kind the source never provides (MUSAN's speech for the built-in noise) is not "missing"
+    assert "'test'" not in caplog.text
     rng = np.random.default_rng(0)
     weights_per_noise = np.array([weights.get(n["kind"], 0.0) for n in noises])
     cdf = noisify.choice_cdf(weights_per_noise / weights_per_noise.sum())

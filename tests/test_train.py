@@ -199,3 +199,41 @@ def test_malloc_tuning_stops_per_step_page_faults():
     assert tuned_applied and not untuned_applied
     assert untuned > 5000, untuned
     assert tuned < untuned / 10, (tuned, untuned)
+
+
+def test_dev_evaluation_keeps_the_best_state_and_warns_on_overfitting(tmp_path, caplog):
+    """Dev loss every 4 steps on a dev set whose labels disagree with training: the dev loss
+    rises as training fits, the best state on dev (lowest dev loss) is kept in WORKDIR/best
+    with best.json naming its step, its params are those of that step, and the rise is warned."""
+    import json
+    import logging
+
+    from tsasr.train import checkpoint
+
+    dev_examples = synthetic_examples(16, seed=9, feature_dim=FEATURE_DIM, num_senones=SENONES)
+    for example in dev_examples:  # a task the training data teaches the opposite of
+        example["senones"] = (example["senones"] + 1) % SENONES
+    dev = batching.Batcher(
+        dev_examples,
+        batching.BatchingConfig(batch_size=8, bucket_boundaries=(64,), drop_remainder=False, keys=BATCH_KEYS),
+    )
+    config = tiny_config(24, eval_every=4, checkpoint_every=4)
+    config.optimizer.decay = "constant"
+    with caplog.at_level(logging.WARNING, logger="tsasr.train.loop"):
+        state = loop.train(config, tiny_tdnn(), frame_ce(), batcher(), str(tmp_path), dev_batches=dev.epoch)
+    rows = [r for r in metrics.read(str(tmp_path)) if "dev_loss" in r]
+    assert [r["step"] for r in rows] == [4, 8, 12, 16, 20, 24]
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["dev_loss"] == min(r["dev_loss"] for r in rows) < rows[-1]["dev_loss"]
+    assert best["step"] == min(rows, key=lambda r: r["dev_loss"])["step"]
+    assert "worsened" in caplog.text and "over-fitting" in caplog.text
+    assert loop.best_checkpoint(str(tmp_path)) == str(tmp_path / "best")
+    kept = checkpoint.load_params(loop.best_checkpoint(str(tmp_path)), jax.eval_shape(lambda: state.params))
+    evaluated = loop.evaluate(tiny_tdnn(), kept, frame_ce(), dev.epoch())
+    np.testing.assert_allclose(evaluated["loss"], best["dev_loss"], rtol=1e-6)
+
+
+def test_num_epochs_sets_the_step_count():
+    config = tiny_config(1000, num_epochs=2.5)
+    assert loop.resolve_num_steps(config, 8) == 20
+    assert loop.resolve_num_steps(tiny_config(7), 8) == 7

@@ -28,7 +28,8 @@ def train_config() -> ml_collections.ConfigDict:
     """Training options; locked, so a misspelt field fails with its name."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # Parameter init and per-step dropout keys derive from it.
-    config.num_steps = 1000  # Total updates (the schedule spans them).
+    config.num_steps = 1000  # Total updates (the schedule spans them); see num_epochs.
+    config.num_epochs = 0.0  # > 0: train this many passes over the data (num_steps is then derived from it).
     config.feature_dim = 64  # Input features per frame (LFBE bins).
     config.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU.
     config.weight_unit = "frames"  # What a loss's weight counts (frames, clips): names the <unit>_per_s metric.
@@ -36,6 +37,7 @@ def train_config() -> ml_collections.ConfigDict:
     config.max_checkpoints = 3  # Checkpoints kept in the workdir.
     config.init_checkpoint = ""  # Checkpoint dir whose params start a fresh run.
     config.log_every = 10  # Steps between metrics lines.
+    config.eval_every = 0  # Steps between dev evaluations (and at the end); 0 = none. The best on dev is kept.
     config.progress_bar = True  # tqdm bar with frames/s on process 0.
     config.prefetch = 2  # Batches prepared ahead on a background thread.
     config.optimizer = optimizer_config()

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import pathlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -79,6 +80,28 @@ def vmap_members(step: Callable) -> Callable:
     return member_step
 
 
+def resolve_num_steps(config, batches_per_epoch: int, name: str = "") -> int:
+    """The step count of a run: config.num_epochs passes over `batches_per_epoch` batches when
+    num_epochs > 0 (logged), else config.num_steps."""
+    if config.num_epochs > 0:
+        steps = max(1, round(config.num_epochs * batches_per_epoch))
+        log.info(
+            "%s%g epochs of %d batches: %d steps", f"{name}: " if name else "", config.num_epochs, batches_per_epoch, steps
+        )
+        return steps
+    return int(config.num_steps)
+
+
+BEST = "best"  # WORKDIR/best: the checkpoint with the lowest dev loss; WORKDIR/best.json says which
+
+
+def best_checkpoint(workdir: str) -> str:
+    """The checkpoint directory to use a trained model from: the best on dev when the run
+    evaluated a dev set, else the latest."""
+    best = os.path.join(workdir, BEST)
+    return best if os.path.exists(os.path.join(workdir, "best.json")) else os.path.join(workdir, "checkpoints")
+
+
 def _batch_signature(batch: dict):
     return tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
 
@@ -104,6 +127,7 @@ def train(
     after_step: Callable[[int], None] | None = None,
     frozen=None,
     members: Members | None = None,
+    dev_batches: Callable[[], Iterator[dict]] | None = None,
 ):
     """Trains `model` and returns the final TrainState (stacked over members, with `members`).
 
@@ -124,6 +148,11 @@ def train(
         every step as a replicated argument rather than baked into the compiled step.
       members: train several models at once along a member axis (see `Members`); member m
         is initialised from fold_in(init_key, m) and its step key is fold_in(step_key, m).
+      dev_batches: () -> one pass over this host's dev batches. With config.eval_every > 0 the
+        dev loss and metrics are logged every eval_every steps and at the end (`dev_` keys in
+        metrics.jsonl), the state with the lowest dev loss is kept in WORKDIR/best (best.json
+        names its step; `best_checkpoint` picks it), and a dev metric that worsens while the
+        training loss falls is warned about once.
     """
     os.makedirs(workdir, exist_ok=True)
     _write_config(workdir, config, model)
@@ -195,6 +224,12 @@ def train(
     pending = []  # (step, ids, device measurements) not yet checked on the host.
     window = []  # Host measurements since the last metrics line.
     window_start = time.perf_counter()
+    dev = None
+    if config.eval_every > 0 and dev_batches is not None:
+        if members is not None:
+            raise ValueError("dev evaluation with a best checkpoint is for one model, not a member axis")
+        dev = _DevTracker(workdir, config, make_evaluator(loss_fn, mesh=mesh, frozen=frozen), writers[0])
+    last_loss = [float("nan")]  # the training loss of the last metrics line, for the over-fitting warning
 
     def check_pending():
         """NaN guard and metrics for dispatched steps; blocks on their results."""
@@ -220,6 +255,7 @@ def train(
                     writer.write(step + 1, scalars)
                 rate = f"{config.weight_unit}_per_s"
                 bar.set_postfix({"loss": f"{scalars['loss']:.3f}", rate: f"{scalars[rate]:.0f}"})
+                last_loss[0] = float(scalars["loss"])
                 window.clear()
                 window_start = time.perf_counter()
 
@@ -239,14 +275,22 @@ def train(
             state, measurements = compiled[signature](*call_args(batch))
             pending.append((step, ids, measurements))
             # Check the previous step while this one runs, so the host never stalls the
-            # device; before a checkpoint, check everything so no NaN state is ever saved.
-            if step + 1 < config.num_steps and (config.checkpoint_every <= 0 or (step + 1) % config.checkpoint_every):
+            # device; before a checkpoint or a dev evaluation, check everything so no NaN
+            # state is ever saved.
+            evaluates = dev is not None and ((step + 1) % config.eval_every == 0 or step + 1 == config.num_steps)
+            if (
+                step + 1 < config.num_steps
+                and not evaluates
+                and (config.checkpoint_every <= 0 or (step + 1) % config.checkpoint_every)
+            ):
                 while len(pending) > 1:
                     last = pending.pop()
                     check_pending()
                     pending.append(last)
             else:
                 check_pending()
+            if evaluates:
+                dev.evaluate(step + 1, state, dev_batches(), last_loss[0])
             checkpoints.save(step + 1, state)
             bar.update(1)
             if after_step is not None:
@@ -259,7 +303,99 @@ def train(
         for writer in writers:
             writer.close()
         checkpoints.close()
+        if dev is not None:
+            dev.close()
     return state
+
+
+class _DevTracker:
+    """Dev evaluations during training: metrics lines, the best state on dev, and the warning
+    when a dev metric worsens while the training loss falls. Resumes from WORKDIR/best.json."""
+
+    def __init__(self, workdir: str, config, evaluator, writer):
+        self.workdir, self.evaluator, self.writer = workdir, evaluator, writer
+        self.path = os.path.join(workdir, "best.json")
+        self.best = json.loads(pathlib.Path(self.path).read_text()) if os.path.exists(self.path) else None
+        self.saver = checkpoint_lib.Checkpoints(os.path.join(workdir, BEST), 0, max_to_keep=1)
+        self.previous = None  # (train loss, dev results) of the last evaluation
+        self.warned = False
+
+    def evaluate(self, step: int, state, batches, train_loss: float) -> None:
+        results = self.evaluator(state.params, batches)
+        scalars = {f"dev_{k}": v for k, v in results.items() if k != "weight"}
+        self.writer.write(step, scalars)
+        if self.best is None or results["loss"] < self.best["dev_loss"]:
+            self.saver.save(step, state, force=True)
+            self.saver.manager.wait_until_finished()  # best.json never names an unwritten state
+            self.best = {"step": step, **scalars}
+            if jax.process_index() == 0:
+                wd.write_json(self.path, self.best)
+        if self.previous and not self.warned:
+            before_loss, before = self.previous
+            worse = [k for k in results if k != "weight" and _worse(k, before[k], results[k])]
+            if worse and train_loss < before_loss:
+                log.warning(
+                    "%s: at step %d the dev %s worsened (%s) while the training loss fell (%.4f -> %.4f); "
+                    "over-fitting? The best state on dev (step %d) is kept in %s",
+                    os.path.basename(self.workdir),
+                    step,
+                    ", ".join(worse),
+                    ", ".join(f"{before[k]:.4f} -> {results[k]:.4f}" for k in worse),
+                    before_loss,
+                    train_loss,
+                    self.best["step"],
+                    os.path.join(self.workdir, BEST),
+                )
+                self.warned = True
+        self.previous = (train_loss, results)
+
+    def close(self) -> None:
+        self.saver.close()
+
+
+def _worse(name: str, before: float, after: float) -> bool:
+    """A loss that rose, or an accuracy (any other metric) that fell."""
+    return after > before if "loss" in name else after < before
+
+
+def make_evaluator(loss_fn: Callable, *, mesh=None, frozen=None, members: Members | None = None):
+    """evaluator(params, batches) -> weighted means {'loss', <metric>..., 'weight'} (one dict per
+    member with `members`) over finite `batches`; the eval step is compiled once per batch shape
+    and reused across calls (dev evaluations during training)."""
+    mesh = mesh or sharding_lib.data_mesh()
+    replicated = sharding_lib.replicated(mesh)
+    eval_step = step_lib.make_eval_step(loss_fn)
+    extra_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
+    if members is not None:
+        per_member = eval_step
+        eval_step = lambda p, batch, inputs, *rest: jax.vmap(  # noqa: E731
+            lambda mp, mi: per_member(mp, {**batch, **mi}, *rest)
+        )(p, inputs)
+        extra_args = (jax.device_put({k: np.asarray(v) for k, v in members.inputs.items()}, replicated),) + extra_args
+    eval_step = jax.jit(
+        eval_step,
+        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)) + (replicated,) * len(extra_args),
+        out_shardings=replicated,
+    )
+
+    def evaluator(params, batches):
+        totals = None
+        for batch in batches:
+            batch = {k: v for k, v in batch.items() if k != "ids"}
+            sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), *extra_args))
+            sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+            totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
+        if totals is None or np.any(totals["weight"] == 0):
+            raise ValueError("evaluate: the batches hold no real examples.")
+
+        def means(m=None):
+            pick = (lambda v: float(v)) if m is None else (lambda v: float(v[m]))
+            weight = pick(totals["weight"])
+            return {**{k: pick(v) / weight for k, v in totals.items() if k != "weight"}, "weight": weight}
+
+        return means() if members is None else [means(m) for m in range(len(members.names))]
+
+    return evaluator
 
 
 def evaluate(model, params, loss_fn: Callable, batches, *, mesh=None, frozen=None, members: Members | None = None):
@@ -279,33 +415,4 @@ def evaluate(model, params, loss_fn: Callable, batches, *, mesh=None, frozen=Non
       {'loss', <metric>..., 'weight'} as Python floats (a list of them, one per member).
     """
     del model
-    mesh = mesh or sharding_lib.data_mesh()
-    replicated = sharding_lib.replicated(mesh)
-    eval_step = step_lib.make_eval_step(loss_fn)
-    extra_args = () if frozen is None else (sharding_lib.replicate(frozen, mesh),)
-    if members is not None:
-        per_member = eval_step
-        eval_step = lambda p, batch, inputs, *rest: jax.vmap(  # noqa: E731
-            lambda mp, mi: per_member(mp, {**batch, **mi}, *rest)
-        )(p, inputs)
-        extra_args = (jax.device_put({k: np.asarray(v) for k, v in members.inputs.items()}, replicated),) + extra_args
-    eval_step = jax.jit(
-        eval_step,
-        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)) + (replicated,) * len(extra_args),
-        out_shardings=replicated,
-    )
-    totals = None
-    for batch in batches:
-        batch = {k: v for k, v in batch.items() if k != "ids"}
-        sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), *extra_args))
-        sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
-        totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
-    if totals is None or np.any(totals["weight"] == 0):
-        raise ValueError("evaluate: the batches hold no real examples.")
-
-    def means(m=None):
-        pick = (lambda v: float(v)) if m is None else (lambda v: float(v[m]))
-        weight = pick(totals["weight"])
-        return {**{k: pick(v) / weight for k, v in totals.items() if k != "weight"}, "weight": weight}
-
-    return means() if members is None else [means(m) for m in range(len(members.names))]
+    return make_evaluator(loss_fn, mesh=mesh, frozen=frozen, members=members)(params, batches)

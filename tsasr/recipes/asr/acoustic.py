@@ -26,6 +26,7 @@ from tsasr.data import manifest
 from tsasr.data import padded
 from tsasr.models import build_model
 from tsasr.train import checkpoint
+from tsasr.train import loop
 
 # What an acoustic-model example may carry: all frame-level, at the feature frame rate.
 BATCH_KEYS = {
@@ -107,8 +108,8 @@ def load_system(workdir: pathlib.Path, name: str):
     """(model, params, norm) of a trained system under WORKDIR/<name>, read-only.
 
     The frozen teacher is data: its params are loaded for forward passes only, never
-    differentiated or re-saved. A system trained as member `member` of a sweep (its
-    directory holds stacked checkpoints) is loaded as that member's slice.
+    differentiated or re-saved. A system evaluated on dev during training is loaded from its
+    best state on dev (tsasr.train.loop.best_checkpoint), else from its last.
     """
     directory = pathlib.Path(workdir) / name
     if not (directory / "model.json").exists():
@@ -116,7 +117,7 @@ def load_system(workdir: pathlib.Path, name: str):
     fields = json.loads((directory / "model.json").read_text())
     model = build_model(fields)
     norm = json.loads((directory / "norm.json").read_text())
-    params = checkpoint.load_params(str(directory / "checkpoints"), abstract_params(model, len(norm["mean"])))
+    params = checkpoint.load_params(loop.best_checkpoint(str(directory)), abstract_params(model, len(norm["mean"])))
     return model, params, norm
 
 

@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
     c.corpus = corpus = ml_collections.ConfigDict()
-    corpus.source = "builtin"  # 'builtin' (espeak-ng voice-assistant corpus) or 'manifest' (your own)
+    corpus.source = "builtin"  # 'builtin' (espeak-ng voice-assistant corpus), 'manifest' (your own) or 'librispeech'
     corpus.hours = 1.0  # built-in: total hours of speech over all four splits (scale to 100+ for real runs)
     corpus.num_speakers = 80  # built-in: synthetic speakers (accent x voice variant x pitch x rate), split disjointly
     corpus.split_fractions = ml_collections.ConfigDict(  # built-in: share of speakers and audio per split
@@ -34,6 +34,15 @@ def base_config() -> ml_collections.ConfigDict:
     corpus.rate_range = (140, 200)  # built-in: speaking rate in words per minute drawn per speaker
     corpus.manifests = ml_collections.ConfigDict(  # source='manifest': JSONL per split (id, audio, text, speaker)
         {"train_labelled": "", "train_unlabelled": "", "dev": "", "test": ""}
+    )
+    corpus.librispeech = ml_collections.ConfigDict(  # source='librispeech': its root, and each split's subsets
+        {
+            "dir": "",  # the directory holding train-clean-100/, dev-clean/, ... (openslr.org/12, unpacked)
+            "train_labelled": "train-clean-100",  # comma-separated subsets per split
+            "train_unlabelled": "train-clean-360,train-other-500",
+            "dev": "dev-clean",
+            "test": "test-clean",
+        }
     )
     corpus.min_duration = 0.3  # seconds; shorter files are bad input
     corpus.min_level_db = -60.0  # dBFS; a file whose loudest 25 ms frame is quieter is near-silent, bad input
@@ -117,17 +126,22 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     config.teacher.model.update({"hidden": 128, "num_layers": 3, "dilations": (0, 1, 0)})
     config.teacher.batch_size = 8
     config.teacher.train.num_steps = 60
+    config.teacher.train.num_epochs = 0.0  # fixed step counts: the tiny run's time does not depend on its data
+    config.teacher.train.eval_every = 30
     config.teacher.train.checkpoint_every = 30
     config.teacher.train.log_every = 10
     config.student.model.update(config.teacher.model.to_dict())
     config.student.batch_size = 8
     config.student.label_shards = 2
     config.student.train.num_steps = 60
+    config.student.train.num_epochs = 0.0
+    config.student.train.eval_every = 30
     config.student.train.checkpoint_every = 30
     config.student.train.log_every = 10
     config.sequence.batch_size = 8
     config.sequence.den_order = 3
     config.sequence.train.num_steps = 6
+    config.sequence.train.num_epochs = 0.0
     config.sequence.train.checkpoint_every = 6
     config.sequence.train.log_every = 3
     for section in (config.teacher, config.student, config.sequence):
@@ -219,7 +233,8 @@ def ce_config() -> ml_collections.ConfigDict:
     c.bucket_boundaries = (256, 512)  # padded lengths in frames (each is one compilation)
     c.heldout_percent = 5  # share of training utterances held out for frame accuracy
     c.train = train_config()  # steps, optimizer, checkpoints, precision (tsasr/train/config.py)
-    c.train.num_steps = 200  # ~4.5 epochs of the default corpus's labelled data
+    c.train.num_epochs = 4.5  # passes over the labelled data (184 steps on the default corpus): scales with the data
+    c.train.eval_every = 50  # held-out loss and frame accuracy every 50 steps; the best state is the model
     c.train.checkpoint_every = 100
     c.train.log_every = 10
     c.train.optimizer.learning_rate = 2e-3
@@ -237,7 +252,8 @@ def student_config() -> ml_collections.ConfigDict:
     c.temperature = 2.0  # T: targets are softmax(teacher logits[:k'] / T)
     c.hard_weight = 0.0  # w: on labelled frames the target is (1 - w) * teacher + w * one-hot(alignment)
     c.online = False  # the teacher runs inside the student's step on the clean audio; no stored labels
-    c.train.num_steps = 240  # ~2.5 epochs of the default corpus's noisy training data
+    c.train.num_epochs = 2.5  # passes over the noisy training data (240 steps of the default corpus)
+    c.train.eval_every = 60  # held-out soft-target loss every 60 steps; the best state is the student
     return c
 
 
@@ -265,7 +281,7 @@ def sequence_config() -> ml_collections.ConfigDict:
     c.batch_size = 16  # utterances per global batch
     c.bucket_boundaries = (256, 512)  # padded lengths in frames
     c.train = train_config()  # steps, optimizer, checkpoints (fine-tuning: small learning rate)
-    c.train.num_steps = 40
+    c.train.num_epochs = 1.0  # one pass over the labelled data (44 steps of the default corpus)
     c.train.checkpoint_every = 20
     c.train.log_every = 10
     c.train.optimizer.learning_rate = 1e-4

@@ -148,13 +148,14 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
     train_cfg.seed = int(config.seed)
     train_cfg.feature_dim = len(norm["mean"])
-    train_cfg.init_checkpoint = str(workdir / init / "checkpoints")
+    train_cfg.init_checkpoint = loop.best_checkpoint(str(workdir / init))
     batcher = batching.Batcher(
         examples,
         teacher_stage.batching_config(config, cfg),
         jax.process_index(),
         jax.process_count(),
     )
+    train_cfg.num_steps = loop.resolve_num_steps(train_cfg, batcher.batches_per_epoch, name)
     loop.train(
         train_cfg,
         model,

@@ -12,10 +12,11 @@ one stage and decodes them in another.
 from __future__ import annotations
 
 import importlib
+import pathlib
 
 import ml_collections
 
-from tsasr.data import fingerprint
+from tsasr.data import fingerprint, layout
 from tsasr.pipeline import Stage
 from tsasr.recipes.asr import grid as grid_lib
 
@@ -69,7 +70,11 @@ def _train(name: str, function: str, config_keys: tuple[str, ...], deps: tuple[s
 
 
 def _user_corpus(config) -> dict:
-    """Fingerprints of the user's manifests (and their audio) when the corpus is theirs."""
+    """Fingerprints of the user's manifests (and their audio), or of the LibriSpeech subsets."""
+    if config.corpus.source == "librispeech":
+        root = pathlib.Path(config.corpus.librispeech.dir).expanduser()
+        names = sorted({s.strip() for split in layout.SPLITS for s in config.corpus.librispeech[split].split(",")})
+        return {name: fingerprint.directory(root / name) for name in names if name}
     if config.corpus.source != "manifest":
         return {}
     return {split: fingerprint.manifest(path) for split, path in config.corpus.manifests.items() if path}
@@ -160,7 +165,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
                 Stage(
                     "decode_sweep",
                     _lazy(f"{_ASR}.sweep", "decode"),
-                    ("decode", "student.train.num_steps"),
+                    ("decode",),
                     deps=("sweep", "graph", "noisify", "decode_teacher_seq"),
                     outputs=tuple(f"decode/{m.system}" for m in members),
                     kind="evaluate",

@@ -145,6 +145,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     batcher = batching.Batcher(
         examples, teacher_stage.batching_config(config, cfg), jax.process_index(), jax.process_count()
     )
+    train_cfg.num_steps = loop.resolve_num_steps(train_cfg, batcher.batches_per_epoch, "sweep")
     loss_fn = teacher_stage.frame_loss(model, train_cfg)  # the soft-target branch, with each member's k and T
     started = time.perf_counter()
     state = loop.train(train_cfg, model, loss_fn, batcher, str(out), members=members_of(members))
@@ -195,7 +196,7 @@ def decode(config, workdir: pathlib.Path) -> dict:
     if jax.process_index() != 0:
         return {"members": len(members)}
     systems = results_lib.read(workdir)["systems"]
-    steps = int(config.student.train.num_steps)
+    steps = json.loads((workdir / OUTPUT / "train_config.json").read_text())["train"]["num_steps"]
     wd.write_text(
         workdir / TABLE,
         f"## k x T sweep\n\nStudents trained together (one vmapped step), {steps} steps each; "

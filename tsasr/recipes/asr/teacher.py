@@ -91,8 +91,14 @@ def fit(
     train_cfg.seed = int(config.seed)
     train_cfg.feature_dim = int(data.examples[0]["features"].shape[1])
     batcher = batching.Batcher(data.examples, batching_config(config, cfg), jax.process_index(), jax.process_count())
+    train_cfg.num_steps = loop.resolve_num_steps(train_cfg, batcher.batches_per_epoch, name)
+    dev = None
+    if data.heldout:
+        dev = batching.Batcher(data.heldout, batching_config(config, cfg, drop_remainder=False))
     loss_fn = make_loss(model, train_cfg) if make_loss else frame_loss(model, train_cfg)
-    state = loop.train(train_cfg, model, loss_fn, batcher, str(out), frozen=frozen)
+    state = loop.train(
+        train_cfg, model, loss_fn, batcher, str(out), frozen=frozen, dev_batches=dev.epoch if dev else None
+    )
     summary = {
         "utterances": len(data.examples),
         "frames": int(sum(len(e["features"]) for e in data.examples)),
@@ -100,9 +106,15 @@ def fit(
         "steps": int(train_cfg.num_steps),
         "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2),
     }
-    if data.heldout:
-        heldout_batches = batching.Batcher(data.heldout, batching_config(config, cfg, drop_remainder=False)).epoch()
-        evaluation = loop.evaluate(model, state.params, loss_fn, heldout_batches, frozen=frozen)
+    if dev and (out / "best.json").exists():  # evaluated during training: the best state is the model
+        best = json.loads((out / "best.json").read_text())
+        summary.update(
+            best_step=best["step"],
+            heldout_frame_accuracy=round(best["dev_frame_accuracy"], 4),
+            heldout_loss=round(best["dev_loss"], 4),
+        )
+    elif dev:
+        evaluation = loop.evaluate(model, state.params, loss_fn, dev.epoch(), frozen=frozen)
         summary["heldout_frame_accuracy"] = round(evaluation["frame_accuracy"], 4)
         summary["heldout_loss"] = round(evaluation["loss"], 4)
     return summary
