@@ -1,155 +1,280 @@
-"""`python -m tsasr.launch EXPERIMENT.py --target {tpu,slurm} [...]`: commands for many hosts.
+"""`python -m tsasr.launch EXPERIMENT.py --target {slurm,tpu} --workdir DIR [...]`: run on many hosts.
 
-Renders, from an experiment file, what to run on a Cloud TPU VM pod (one `gcloud compute
-tpus tpu-vm ssh --worker=all` command) or a SLURM GPU cluster (an sbatch script), either
-one job for the whole experiment or, for an experiment with a `sweep()`, one job per
-sweep point. It prints; it starts nothing. On the hosts, `python -m tsasr.run ...
---distributed` calls jax.distributed.initialize(), which finds the coordinator, process
-count and process id by itself on TPU VMs and under SLURM.
+`--target slurm` prints an sbatch script: one task per node, each `python -m tsasr.run ...
+--distributed` driving all GPUs of its node; `--submit` hands it to sbatch when sbatch is on
+the PATH and prints the job id. `--target tpu` prints
+the whole life of a Cloud TPU VM job as steps to paste: create the VM, ship the checkout to
+every worker and install it, run on all workers, collect the report, delete the VM.
+jax.distributed.initialize() finds the coordinator, process count and process id by itself
+on TPU VMs and under SLURM. tests/test_launch.py executes what this prints, under stand-ins
+for sbatch, srun and gcloud (tests/fake_cluster.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 
-from tsasr import config as config_lib
+from tsasr import run as run_lib  # imports no JAX and no Kaldi wheel (tests/test_imports.py)
 
-
-def run_command(experiment: str, workdir: str, overrides: list[str], quoted_workdir: str | None = None) -> str:
-    """The command every host runs; `quoted_workdir` passes a shell expression through as is."""
-    return " ".join(
-        [
-            "python",
-            "-m",
-            "tsasr.run",
-            shlex.quote(experiment),
-            "--workdir",
-            quoted_workdir or shlex.quote(workdir),
-            "--distributed",
-            *map(shlex.quote, overrides),
-        ]
-    )
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout launch runs from
+GCLOUD = "gcloud compute tpus tpu-vm"
+# A Python tsasr supports (pyproject: >=3.11) whatever the TPU image ships (22.04: 3.10), and libtpu for jax.
+TPU_INSTALL = (
+    "curl -LsSf https://astral.sh/uv/install.sh | sh"
+    " && ~/.local/bin/uv venv --python 3.11 .venv"
+    " && ~/.local/bin/uv pip install --python .venv/bin/python -e . 'jax[tpu]>=0.10,<0.11'"
+)
+TPU_SETUP = "source .venv/bin/activate"  # the environment TPU_INSTALL makes
 
 
-def sweep_points(experiment: str) -> list[dict]:
-    module = config_lib.load_experiment(experiment)
-    return list(module.sweep()) if hasattr(module, "sweep") else []
+def q(value) -> str:
+    return shlex.quote(str(value))
 
 
-def _point_overrides(point: dict) -> list[str]:
-    return [f"--config.{k}={v}" for k, v in sorted(point.items())]
+def shell(args: list[str]) -> str:
+    """One command line: every argument quoted once."""
+    return " ".join(map(q, args))
 
 
-def _point_name(point: dict) -> str:
-    return "_".join(
-        f"{k.split('.')[-1]}{v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}{v}"
-        for k, v in sorted(point.items())
-    )
+def run_args(experiment: str, workdir: str, tiny: bool, until: str | None, overrides: list[str]) -> list[str]:
+    """The runner's argv on every host."""
+    args = ["python", "-m", "tsasr.run", experiment, "--workdir", workdir, "--distributed"]
+    return args + (["--tiny"] if tiny else []) + (["--until", until] if until else []) + overrides
 
 
-def tpu_commands(
-    experiment: str, name: str, zone: str, workdir: str, repo_dir: str, per_point: bool, overrides: list[str]
-) -> list[str]:
-    """One `gcloud ... ssh --worker=all` per job: every worker of the pod runs the same command."""
-    jobs = [(workdir, overrides)]
-    if per_point:
-        jobs = [(f"{workdir}/{_point_name(p)}", overrides + _point_overrides(p)) for p in sweep_points(experiment)]
-    out = []
-    for job_workdir, job_overrides in jobs:
-        remote = f"cd {shlex.quote(repo_dir)} && {run_command(experiment, job_workdir, job_overrides)}"
-        out.append(
-            f"gcloud compute tpus tpu-vm ssh {shlex.quote(name)} --zone={shlex.quote(zone)} --worker=all "
-            f"--command={shlex.quote(remote)}"
-        )
-    return out
+def _sbatch_value(value: str) -> str:
+    # sbatch reads an #SBATCH value up to whitespace; double quotes group, backslash escapes.
+    if re.fullmatch(r"[\w@%+=:,./-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def sbatch_script(
     experiment: str,
-    job_name: str,
+    *,
+    name: str,
     nodes: int,
     gpus_per_node: int,
     partition: str,
     hours: int,
     workdir: str,
     repo_dir: str,
-    per_point: bool,
+    setup: str,
+    tiny: bool,
+    until: str | None,
     overrides: list[str],
 ) -> str:
-    """An sbatch script: one task per node (one JAX process per host), or a job array over sweep points."""
-    points = sweep_points(experiment) if per_point else []
+    """An sbatch script: one task (one JAX process) per node. Paths are absolute: the job
+    starts on another host, in another directory."""
+    log = workdir.replace("%", "%%") + "/slurm-%x-%j.out"  # %x the job name, %j its id
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={job_name}",
+        f"# submit: mkdir -p {q(workdir)} && sbatch THIS_FILE (SLURM opens the log there before the job starts)",
+        f"#SBATCH --job-name={_sbatch_value(name)}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --gpus-per-node={gpus_per_node}",
         f"#SBATCH --time={hours}:00:00",
-        f"#SBATCH --output={workdir}/slurm-%x-%A_%a.out",
+        f"#SBATCH --output={_sbatch_value(log)}",
     ]
     if partition:
-        lines.append(f"#SBATCH --partition={partition}")
-    if points:
-        lines.append(f"#SBATCH --array=0-{len(points) - 1}")
-    lines += ["set -euo pipefail", f"cd {shlex.quote(repo_dir)}"]
-    if points:
-        lines.append("POINTS=(" + " ".join(shlex.quote(" ".join(_point_overrides(p))) for p in points) + ")")
-        lines.append("NAMES=(" + " ".join(_point_name(p) for p in points) + ")")
-        command = run_command(experiment, "", overrides, f'"{workdir}/${{NAMES[$SLURM_ARRAY_TASK_ID]}}"')
-        lines.append(f"srun {command} ${{POINTS[$SLURM_ARRAY_TASK_ID]}}")
-    else:
-        lines.append(f"srun {run_command(experiment, workdir, overrides)}")
+        lines.append(f"#SBATCH --partition={_sbatch_value(partition)}")
+    # No `set -u`: environment activation scripts (conda's, module's) read unset variables.
+    lines += ["set -eo pipefail", f"cd {q(repo_dir)}"]
+    if setup:
+        lines.append(setup)
+    lines += [
+        "# one process per node drives all its GPUs: under SLURM, jax.distributed.initialize()",
+        "# would otherwise give each process only GPU SLURM_LOCALID (one process per GPU)",
+        f"export JAX_LOCAL_DEVICE_IDS={','.join(map(str, range(gpus_per_node)))}",
+    ]
+    lines.append(f"srun {shell(run_args(experiment, workdir, tiny, until, overrides))}")
     return "\n".join(lines) + "\n"
+
+
+def tpu_steps(
+    experiment: str,
+    *,
+    name: str,
+    zone: str,
+    accelerator_type: str,
+    version: str,
+    workdir: str,
+    repo_dir: str,
+    setup: str,
+    install: str,
+    tiny: bool,
+    until: str | None,
+    overrides: list[str],
+) -> str:
+    """The life of a TPU VM job, one paste-able shell line per command, `#` lines between.
+
+    Remote commands start in the worker's home, so a relative `repo_dir` lives there. Files
+    cross gcloud's scp under fixed plain names: scp's remote-path quoting varies by version.
+    """
+    where = f"--zone={q(zone)}"
+
+    def ssh(worker: str, command: str) -> str:
+        return f"{GCLOUD} ssh {q(name)} {where} --worker={worker} --command={q(command)}"
+
+    archive = os.path.join(tempfile.gettempdir(), f"tsasr-{name}.tar.gz")
+    results = os.path.join(tempfile.gettempdir(), f"tsasr-{name}-results.tgz")
+    run_prefix = f"cd {q(repo_dir)} && " + (f"{setup} && " if setup else "")
+    lines = [
+        "# 1. create the TPU VM: one worker per host of the slice",
+        f"{GCLOUD} create {q(name)} {where} --accelerator-type={q(accelerator_type)} --version={q(version)}",
+        f"# 2. {workdir} must be a filesystem every worker mounts (Filestore NFS, a gcsfuse bucket): mount it",
+        "#    on all workers now, e.g. "
+        + ssh("all", f"sudo mkdir -p {q(workdir)} && sudo mount NFS_IP:/SHARE {q(workdir)}"),
+        "# 3. ship this checkout's HEAD (commit first: uncommitted changes stay here) and install it on every worker",
+        f"git -C {q(ROOT)} archive --format=tar.gz -o {q(archive)} HEAD",
+        f"{GCLOUD} scp {q(archive)} {q(name + ':tsasr.tar.gz')} {where} --worker=all",
+        ssh(
+            "all", f"mkdir -p {q(repo_dir)} && tar -xzf tsasr.tar.gz -C {q(repo_dir)} && cd {q(repo_dir)} && {install}"
+        ),
+        "# 4. run: every worker runs the same command; jax.distributed.initialize() finds its peers",
+    ]
+    local = os.path.basename(workdir)  # under the directory the steps are pasted in
+    report = ["results.json", "results.md", "config.json", "plots"]
+    lines += [
+        ssh("all", run_prefix + shell(run_args(experiment, workdir, tiny, until, overrides))),
+        "# 5. collect the report from worker 0 (the other outputs stay on the shared filesystem)",
+        ssh("0", f"tar -czf tsasr-results.tgz --ignore-failed-read -C {q(workdir)} {shell(report)}"),
+        f"{GCLOUD} scp {q(name + ':tsasr-results.tgz')} {q(results)} {where} --worker=0",
+        f"mkdir -p {q(local)} && tar -xzf {q(results)} -C {q(local)}",
+    ]
+    lines += ["# 6. delete the VM: it bills until deleted", f"{GCLOUD} delete {q(name)} {where} --quiet"]
+    return "\n".join(lines) + "\n"
+
+
+def submit(script: str, workdir: str, name: str) -> int:
+    """sbatch the script when sbatch is here; otherwise print it."""
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        print("# sbatch is not on the PATH: the script follows; run it with sbatch on the cluster", file=sys.stderr)
+        print(script, end="")
+        return 0
+    os.makedirs(workdir, exist_ok=True)  # SLURM opens the log there before the script runs
+    path = os.path.join(workdir, f"slurm-{name}.sh")  # what was submitted, beside its outputs
+    with open(path, "w") as f:
+        f.write(script)
+    done = subprocess.run([sbatch, "--parsable", path], check=False, capture_output=True, text=True)
+    if done.returncode:
+        print(f"error: sbatch {path} failed: {done.stderr.strip()}", file=sys.stderr)
+        return done.returncode
+    print(f"submitted batch job {done.stdout.strip().split(';')[0]} ({path})")
+    return 0
+
+
+def _refuse(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsasr.launch", description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
     parser.add_argument("--target", choices=("tpu", "slurm"), required=True)
+    parser.add_argument("--workdir", required=True, help="output directory on a filesystem every host mounts")
     parser.add_argument(
-        "--workdir", required=True, help="shared output directory (GCS bucket path or cluster filesystem)"
+        "--repo-dir",
+        help="slurm: the checkout on the shared filesystem (default: this one); "
+        "tpu: where the code goes on each worker, relative to its home (default: tsasr)",
     )
-    parser.add_argument("--repo-dir", default="~/tsasr", help="checkout of tsasr on every host")
-    parser.add_argument("--per-point", action="store_true", help="one job per sweep point instead of one vmapped job")
+    parser.add_argument(
+        "--setup", help=f"shell command run before the runner on every host (tpu default: {TPU_SETUP!r})"
+    )
+    parser.add_argument("--per-point", action="store_true", help="refused: see the message")
+    parser.add_argument("--tiny", action="store_true", help="pass --tiny to the runner")
+    parser.add_argument("--until", help="pass --until STAGE to the runner")
     parser.add_argument("--name", default="tsasr", help="TPU VM name, or SLURM job name")
-    parser.add_argument("--zone", default="us-central2-b", help="TPU zone")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--partition", default="")
-    parser.add_argument("--hours", type=int, default=24)
+    tpu = parser.add_argument_group("tpu")
+    tpu.add_argument("--zone", default="us-central2-b")
+    tpu.add_argument("--accelerator-type", default="v4-32", help="slice, e.g. v4-32 (4 hosts), v5p-64")
+    tpu.add_argument("--version", default="tpu-ubuntu2204-base", help="TPU VM runtime (software) version")
+    tpu.add_argument("--install", default=TPU_INSTALL, help="run in the shipped checkout on every worker")
+    slurm = parser.add_argument_group("slurm")
+    slurm.add_argument("--nodes", type=int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=8)
+    slurm.add_argument("--partition", default="")
+    slurm.add_argument("--hours", type=int, default=24)
+    slurm.add_argument("--submit", action="store_true", help="sbatch the script (when sbatch is on the PATH)")
     args, overrides = parser.parse_known_args(argv)
     bad = [a for a in overrides if not a.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)}")
-    config_lib.experiment_config(args.experiment, overrides=overrides)  # fail here, not on the cluster
-    if args.per_point and not sweep_points(args.experiment):
-        parser.error(f"{args.experiment} has no sweep(); --per-point needs one")
-    if args.target == "tpu":
-        print(
-            "\n".join(
-                tpu_commands(
-                    args.experiment, args.name, args.zone, args.workdir, args.repo_dir, args.per_point, overrides
-                )
-            )
+    if "://" in args.workdir:
+        return _refuse(
+            f"--workdir {args.workdir}: tsasr writes its workdir through a filesystem path (gs:// is issue #16); "
+            "mount the storage on every host (gcsfuse, a Filestore NFS share) and pass the mount's path"
         )
-    else:
-        print(
-            sbatch_script(
-                args.experiment,
-                args.name,
-                args.nodes,
-                args.gpus_per_node,
-                args.partition,
-                args.hours,
-                args.workdir,
-                args.repo_dir,
-                args.per_point,
-                overrides,
-            ),
-            end="",
+    # Fail here, not on the cluster: a typo in an override, an unknown stage, a sweep that is not there.
+    config, recipe = run_lib.load(args.experiment, args.tiny, overrides)
+    stages = [s.name for s in recipe.stages(config)]
+    if args.until and args.until not in stages:
+        parser.error(f"--until {args.until!r} is not a stage of recipe {recipe.name!r}: {', '.join(stages)}")
+    if args.per_point:
+        # The runner trains an experiment's whole sweep() in one vmapped job and has no flag for
+        # one point, and a point's fields (top_k) are the recipe's, not config paths.
+        return _refuse("--per-point: tsasr.run cannot run one sweep point; launch the experiment as one job")
+
+    experiment = os.path.abspath(args.experiment)
+    if args.target == "slurm":
+        # `~` and relative paths resolve here, on the submitting host, which shares the filesystem.
+        workdir = os.path.abspath(os.path.expanduser(args.workdir))
+        repo_dir = os.path.abspath(os.path.expanduser(args.repo_dir or ROOT))
+        script = sbatch_script(
+            experiment,
+            name=args.name,
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            partition=args.partition,
+            hours=args.hours,
+            workdir=workdir,
+            repo_dir=repo_dir,
+            setup=args.setup or "",
+            tiny=args.tiny,
+            until=args.until,
+            overrides=overrides,
         )
+        if args.submit:
+            return submit(script, workdir, args.name)
+        print(script, end="")
+        return 0
+
+    # TPU: paths on the workers. This host's home is not theirs; a relative path starts at theirs.
+    if not os.path.isabs(args.workdir):
+        return _refuse(f"--workdir {args.workdir}: give the absolute path of the mount every worker shares")
+    repo_dir = args.repo_dir or "tsasr"
+    if repo_dir == "~" or repo_dir.startswith("~/"):
+        repo_dir = repo_dir[2:] or "."
+    relative = os.path.relpath(experiment, ROOT)
+    if relative.startswith(".."):
+        return _refuse(f"{args.experiment} is outside {ROOT}: the TPU steps ship that checkout; commit it there")
+    print(
+        tpu_steps(
+            relative,
+            name=args.name,
+            zone=args.zone,
+            accelerator_type=args.accelerator_type,
+            version=args.version,
+            workdir=args.workdir.rstrip("/"),
+            repo_dir=repo_dir,
+            setup=TPU_SETUP if args.setup is None else args.setup,
+            install=args.install,
+            tiny=args.tiny,
+            until=args.until,
+            overrides=overrides,
+        ),
+        end="",
+    )
     return 0
 
 
