@@ -8,11 +8,9 @@ folder holding fan/, pump/, ...); the built-in set is smaller than the real one 
 40 training clips and 16 + 16 test clips per ID, 3 IDs per type) so the run fits 15 minutes
 on 2 CPU cores.
 
-Runtime: 11 min 20 s wall clock (4 min 9 s CPU) for a fresh run on this 2-core CPU machine
-    shared with other jobs (load average 7-10 on the 2 cores throughout): machines 179 s (1296
-    clips written and featurised), ae_baseline 116 s, id_classifier 327 s, group_made 26 s,
-    score 21 s. An earlier run under less load: 119 / 77 / 152 / 50 / 32 s, about 7.5 min.
-    Both runs gave identical results (same seed, same numbers).
+Runtime: 2.6 min (158 s) on 2 idle CPU cores from a fresh clone (AMD EPYC, 2026-12-06):
+    machines 37 s, ae_baseline 30 s, id_classifier 63 s, group_made 15 s, score 11 s (7.5-11 min
+    when the machine was shared with other jobs; identical results every time).
 
 Results (built-in set, seed 0; measured once, nothing tuned on the test clips):
 

@@ -4,9 +4,9 @@ tagging corpus (2 s clips: SONYC's are 10 s; sized for 15 minutes on 2 CPU cores
 
 Run:      python -m tsasr.run experiments/tagging_iusp.py
 Smoke:    python -m tsasr.run experiments/tagging_iusp.py --tiny   (under a minute)
-Runtime:  21.0 min wall on the 2-core machine shared with 3 other jobs (load average 7-11; 11.5 min
-          of CPU user time): corpus 17 s, teacher 139 s, student_s1 116 s, s2 147 s, s3 222 s,
-          s4 584 s (load ~10), score 31 s. Not yet measured on idle cores; expect under 15 min there.
+Runtime:  8.3 min (499 s) on 2 idle CPU cores from a fresh clone (AMD EPYC, 2026-12-06): corpus
+          17 s, teacher 71 s, student_s1 42 s, s2 60 s, s3 99 s, s4 197 s, score 12 s (21 min when
+          the machine was shared with three other jobs; the same numbers to the digit).
 Expected: (as measured, seed 0; 448 training clips from 16 sensors, 224 test clips from 8 others)
           micro-AUPRC on test, 95 % bootstrap intervals about +-0.03:
           teacher 0.764;  bce / kd / kd_sp / kd_iusp:

@@ -5,10 +5,10 @@ bottleneck highway layers against LFBE at matched parameters (Guo, Kumatani et a
 
     python -m tsasr.run experiments/wakeword.py
 
-Runtime: 4 min 38 s wall on the 2-core development machine, shared with other jobs (load
-average 4-11; this run got 74 % of one core's worth on average, 199 s user CPU; peak RSS 5.4 GB):
-corpus 36 s (33 + 18 + 38 min of audio for train/dev/test), features 60 s, each stage-1 network
-53 s (1000 steps, ~39k parameters), stage2 8 s, evaluate 8 s.
+Runtime: 2.3 min (135 s) on 2 idle CPU cores from a fresh clone (AMD EPYC, 2026-12-06): corpus
+9 s (33 + 18 + 38 min of audio for train/dev/test), features 21 s, each stage-1 network 29-32 s
+(1000 steps, ~39k parameters), stage2 6 s, evaluate 5 s; the same numbers to the digit as on
+the shared machine (4 min 38 s there, peak RSS 5.4 GB).
 
 Measured (test split: 150 positives, 30 negative streams = 0.53 h of speech without the wake
 word, a quarter of its sentences holding a confusable word; noisy = the same audio with held-out media noise in

@@ -110,3 +110,19 @@ def test_missing_data_stops_the_run_before_any_stage_with_one_line_each(tmp_path
         f"error: {tmp_path / 'musn'}: noise.musan_dir is not a directory",
     ]
     assert not (tmp_path / "work" / "corpus").exists()
+
+
+def test_the_log_says_each_thing_once(tmp_path):
+    """A root handler left by a library import (orbax adds one) does not double the runner's lines."""
+    import logging
+
+    logging.getLogger().addHandler(logging.StreamHandler())
+    try:
+        run.setup_logging(tmp_path)
+        logging.getLogger("tsasr.test").info("once")
+        assert (tmp_path / "run.log").read_text().count("once") == 1
+        assert len(logging.getLogger().handlers) == 2  # stderr and run.log
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()

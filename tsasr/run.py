@@ -48,6 +48,10 @@ def setup_logging(workdir: pathlib.Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    # The runner owns the log: a handler a library put on the root logger while a recipe loaded
+    # (importing orbax adds one) would print every line a second time.
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(workdir / "run.log")):
         handler.setFormatter(fmt)
         root.addHandler(handler)
