@@ -111,11 +111,12 @@ def stage_keys(config: ml_collections.ConfigDict, stages) -> dict[str, str]:
     return keys
 
 
-def prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages) -> None:
+def prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages, keys=None) -> None:
     """Keeps results.json to the systems whose evaluation stage's marker matches the config as
     now keyed: rows of another grid, of another config's stage, or of a stage whose key has
-    changed and that has not run again are removed (their hypotheses stay on disk)."""
-    keys = stage_keys(config, stages)
+    changed and that has not run again are removed (their hypotheses stay on disk). `keys`:
+    the stages' keys when the caller has them (fingerprinting a user's data stats every file)."""
+    keys = keys or stage_keys(config, stages)
     current = set()
     for stage in stages:
         marker = wd.read_marker(workdir, stage.name)
@@ -146,14 +147,15 @@ def _start_clean(stage: Stage, workdir: pathlib.Path, old_key: str | None) -> No
 
 
 def run_stages(
-    config: ml_collections.ConfigDict, workdir: pathlib.Path, stages, until: str | None = None
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, stages, until: str | None = None, keys=None
 ) -> dict[str, dict]:
-    """Runs (or skips) every stage in order; returns {stage: {'status', 'seconds', 'summary'}}."""
+    """Runs (or skips) every stage in order; returns {stage: {'status', 'seconds', 'summary'}}.
+    `keys`: stage_keys(config, stages) when the caller has computed them."""
     workdir = pathlib.Path(workdir)
     check_stages(stages)
     if until and until not in {s.name for s in stages}:
         raise ValueError(f"--until {until!r} is not a stage of this recipe: {', '.join(s.name for s in stages)}")
-    keys = stage_keys(config, stages)
+    keys = keys or stage_keys(config, stages)
     report = {}
     index, count = _processes()
     for stage in stages:

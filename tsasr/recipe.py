@@ -69,9 +69,10 @@ def run(
     Returns the stage report of tsasr.pipeline.run_stages."""
     workdir = pathlib.Path(workdir)
     stages = recipe.stages(config)
-    report = pipeline.run_stages(config, workdir, stages=stages, until=until)
+    keys = pipeline.stage_keys(config, stages)  # once: a user's data is fingerprinted file by file
+    report = pipeline.run_stages(config, workdir, stages=stages, until=until, keys=keys)
     if pipeline.process_index() == 0:
-        pipeline.prune_results(config, workdir, stages)
+        pipeline.prune_results(config, workdir, stages, keys)
         spec = recipe.report
         results_lib.add_relative(workdir, spec.references, {m.name: m.lower_is_better for m in spec.metrics})
     return report
