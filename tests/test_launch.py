@@ -264,7 +264,10 @@ def test_slurm_script_without_sbatch_and_its_paths(tmp_path, monkeypatch, capsys
         f"cd {home}/tsasr",  # `~` expanded where launch runs, not quoted into the script
         "source .venv/bin/activate",
         "export JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7",
-        f"srun python -m tsasr.run {EXPERIMENT} --workdir {home}/runs/top20 --distributed",
+        f"srun python -m tsasr.run {EXPERIMENT} --workdir {home}/runs/top20 --distributed || status=$?",
+        "#SBATCH --signal=TERM@120",  # SIGTERM before the time limit: a checkpoint, then a requeue
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
     ):
         assert line in script.splitlines(), line
     lines = script.splitlines()
@@ -272,11 +275,68 @@ def test_slurm_script_without_sbatch_and_its_paths(tmp_path, monkeypatch, capsys
     assert subprocess.run(["bash", "-n"], check=False, input=script, text=True).returncode == 0
 
 
+@pytest.mark.parametrize("srun_exit, requeued", [(143, True), (0, False), (1, False)])
+def test_slurm_script_requeues_a_preempted_run(tmp_path, monkeypatch, capsys, srun_exit, requeued):
+    """The runner's exit 143 (SIGTERM: checkpoint saved, tsasr.train.preemption) requeues the job,
+    which resumes from that checkpoint; success and errors end it with their exit code."""
+    code, script, _ = _launch(
+        monkeypatch, capsys, dict(os.environ, TMPDIR=str(tmp_path)), EXPERIMENT, "--target", "slurm",
+        "--workdir", tmp_path / "work",
+    )  # fmt: skip
+    assert code == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", f"exit {srun_exit}"), ("scontrol", f'echo "$@" >> {tmp_path}/scontrol.txt')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="77")
+    done = subprocess.run(["bash", "-c", script], check=False, env=env, capture_output=True, text=True)
+    assert done.returncode == srun_exit, done.stderr
+    calls = (tmp_path / "scontrol.txt").read_text() if (tmp_path / "scontrol.txt").exists() else ""
+    assert calls == ("requeue 77\n" if requeued else "")
+
+
+def test_tpu_steps_mount_a_bucket_workdir(tmp_path, monkeypatch, capsys):
+    """--workdir gs://BUCKET/PATH on a TPU: step 2 mounts the bucket with gcsfuse on every worker and
+    the run writes under the mount (tsasr.run refuses a gs:// workdir itself). Every printed line
+    runs against stand-ins: gcsfuse (records its argv; the mount point is one local directory both
+    stand-in workers share, as a mount would make it) and sudo."""
+    env = _stand_ins(tmp_path, record_python=True)
+    env.update(FAKE_TPU_HOME=str(tmp_path / "pod"), FAKE_TPU_WORKERS="2")
+    for name, body in (
+        ("sudo", 'exec "$@"'),
+        ("gcsfuse", f'echo "$@" >> {shlex.quote(str(tmp_path / "gcsfuse.txt"))}'),
+    ):
+        (tmp_path / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / "bin" / name).chmod(0o755)
+    mount = tmp_path / "mnt" / "my-bucket"
+    monkeypatch.setattr(launch, "mount_point", lambda bucket: str(tmp_path / "mnt" / bucket))
+    code, out, _ = _launch(
+        monkeypatch, capsys, env, EXPERIMENT, "--target", "tpu", "--workdir", "gs://my-bucket/runs/top20",
+        "--install", INSTALL, "--gcsfuse-install", "echo installed >> gcsfuse-installed",
+    )  # fmt: skip
+    assert code == 0 and "gs://" not in out.split("# 3.")[1]  # only the mount step names the bucket by URI
+    local = tmp_path / "here"
+    local.mkdir()
+    done = subprocess.run(
+        ["bash", "-e", "-c", out], check=False, cwd=local, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    flags = " ".join(launch.GCSFUSE_FLAGS)
+    assert (tmp_path / "gcsfuse.txt").read_text() == f"{flags} my-bucket {mount}\n" * 2  # on both workers
+    for i in range(2):
+        assert (tmp_path / "pod" / f"worker{i}" / "gcsfuse-installed").exists()
+    seen = json.loads((local / "top20" / "results.json").read_text())  # collected from the mount on worker 0
+    assert seen["argv"][seen["argv"].index("--workdir") + 1] == str(mount / "runs" / "top20")
+
+
 @pytest.mark.parametrize("target", ["slurm", "tpu"])
 def test_refusals(target, capsys):
-    assert launch.main([str(EXPERIMENT), "--target", target, "--workdir", "gs://bucket/run"]) == 2
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "gcsfuse" in err and "Filestore" in err
+    refused = ["s3://bucket/run"] + (["gs://bucket/run"] if target == "slurm" else [])
+    for workdir in refused:  # a TPU job mounts a gs:// bucket itself (test above)
+        assert launch.main([str(EXPERIMENT), "--target", target, "--workdir", workdir]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "gcsfuse" in err and "Filestore" in err
     assert launch.main([str(EXPERIMENT), "--target", target, "--workdir", "/w", "--per-point"]) == 2
     assert "one sweep point" in capsys.readouterr().err
     with pytest.raises(SystemExit):

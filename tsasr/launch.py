@@ -1,10 +1,14 @@
 """`python -m tsasr.launch EXPERIMENT.py --target {slurm,tpu} --workdir DIR [...]`: run on many hosts.
 
 `--target slurm` prints an sbatch script: one task per node, each `python -m tsasr.run ...
---distributed` driving all GPUs of its node; `--submit` hands it to sbatch when sbatch is on
+--distributed` driving all GPUs of its node; SIGTERM reaches the runs TERM_BEFORE_LIMIT_S
+before the time limit (and on preemption), they checkpoint and exit 143, and the script requeues
+the job, which resumes from that checkpoint; `--submit` hands it to sbatch when sbatch is on
 the PATH and prints the job id. `--target tpu` prints
 the whole life of a Cloud TPU VM job as steps to paste: create the VM, ship the checkout to
-every worker and install it, run on all workers, collect the report, delete the VM.
+every worker and install it, run on all workers, collect the report, delete the VM. A
+`gs://BUCKET/PATH` workdir is mounted on every worker with gcsfuse and the run writes through
+the mount (tsasr.run reads and writes its workdir as files: tsasr.workdir.LOCAL_ONLY says why).
 jax.distributed.initialize() finds the coordinator, process count and process id by itself
 on TPU VMs and under SLURM. tests/test_launch.py executes what this prints, under stand-ins
 for sbatch, srun and gcloud (tests/fake_cluster.py).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -22,6 +27,7 @@ import sys
 import tempfile
 
 from tsasr import run as run_lib  # imports no JAX and no Kaldi wheel (tests/test_imports.py)
+from tsasr import workdir as wd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout launch runs from
 GCLOUD = "gcloud compute tpus tpu-vm"
@@ -32,6 +38,19 @@ TPU_INSTALL = (
     " && ~/.local/bin/uv pip install --python .venv/bin/python -e . 'jax[tpu]>=0.10,<0.11'"
 )
 TPU_SETUP = "source .venv/bin/activate"  # the environment TPU_INSTALL makes
+TERM_BEFORE_LIMIT_S = 120  # SLURM: time for the step in flight and a checkpoint before the limit
+# gcsfuse from Google's apt repository, as its install guide gives it (TPU VM images lack it).
+GCSFUSE_INSTALL = (
+    'echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt'
+    ' gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list'
+    " && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg"
+    " | sudo tee /usr/share/keyrings/cloud.google.asc > /dev/null"
+    " && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse"
+)
+# --implicit-dirs: see directories no one created as objects; --rename-dir-limit: orbax renames a
+# finished checkpoint's directory into place, and a superseded model's directory is moved aside;
+# --metadata-cache-ttl-secs=0: a host sees the files another host has just written.
+GCSFUSE_FLAGS = ("--implicit-dirs", "--rename-dir-limit=1000000", "--metadata-cache-ttl-secs=0")
 
 
 def q(value) -> str:
@@ -83,6 +102,11 @@ def sbatch_script(
         f"#SBATCH --gpus-per-node={gpus_per_node}",
         f"#SBATCH --time={hours}:00:00",
         f"#SBATCH --output={_sbatch_value(log)}",
+        # SIGTERM to the job's tasks before the time limit (SLURM sends it on preemption too):
+        # training saves a checkpoint and exits 143 (tsasr.train.preemption), the job is requeued.
+        f"#SBATCH --signal=TERM@{TERM_BEFORE_LIMIT_S}",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",  # a requeued job adds to its log
     ]
     if partition:
         lines.append(f"#SBATCH --partition={_sbatch_value(partition)}")
@@ -95,7 +119,12 @@ def sbatch_script(
         "# would otherwise give each process only GPU SLURM_LOCALID (one process per GPU)",
         f"export JAX_LOCAL_DEVICE_IDS={','.join(map(str, range(gpus_per_node)))}",
     ]
-    lines.append(f"srun {shell(run_args(experiment, workdir, tiny, until, overrides))}")
+    lines += [
+        f"srun {shell(run_args(experiment, workdir, tiny, until, overrides))} || status=$?",
+        "# 143: preempted or near the time limit, after a checkpoint: queue again to resume from it",
+        'if [ "${status:-0}" = 143 ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
+        'exit "${status:-0}"',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -113,11 +142,15 @@ def tpu_steps(
     tiny: bool,
     until: str | None,
     overrides: list[str],
+    bucket: str = "",
+    gcsfuse_install: str = GCSFUSE_INSTALL,
 ) -> str:
     """The life of a TPU VM job, one paste-able shell line per command, `#` lines between.
 
     Remote commands start in the worker's home, so a relative `repo_dir` lives there. Files
     cross gcloud's scp under fixed plain names: scp's remote-path quoting varies by version.
+    With `bucket`, `workdir` lies under the mount point `mount_point(bucket)`, which step 2
+    mounts with gcsfuse on every worker.
     """
     where = f"--zone={q(zone)}"
 
@@ -130,9 +163,21 @@ def tpu_steps(
     lines = [
         "# 1. create the TPU VM: one worker per host of the slice",
         f"{GCLOUD} create {q(name)} {where} --accelerator-type={q(accelerator_type)} --version={q(version)}",
-        f"# 2. {workdir} must be a filesystem every worker mounts (Filestore NFS, a gcsfuse bucket): mount it",
-        "#    on all workers now, e.g. "
-        + ssh("all", f"sudo mkdir -p {q(workdir)} && sudo mount NFS_IP:/SHARE {q(workdir)}"),
+    ]
+    if bucket:
+        mount = mount_point(bucket)
+        gcsfuse = shell(["gcsfuse", *GCSFUSE_FLAGS, bucket, mount])
+        lines += [
+            f"# 2. mount gs://{bucket} at {mount} on every worker (gcsfuse; the VM's service account needs access)",
+            ssh("all", f'{gcsfuse_install} && sudo mkdir -p {q(mount)} && sudo chown "$USER" {q(mount)} && {gcsfuse}'),
+        ]
+    else:
+        lines += [
+            f"# 2. {workdir} must be a filesystem every worker mounts (Filestore NFS, a gcsfuse bucket): mount it",
+            "#    on all workers now, e.g. "
+            + ssh("all", f"sudo mkdir -p {q(workdir)} && sudo mount NFS_IP:/SHARE {q(workdir)}"),
+        ]
+    lines += [
         "# 3. ship this checkout's HEAD (commit first: uncommitted changes stay here) and install it on every worker",
         f"git -C {q(ROOT)} archive --format=tar.gz -o {q(archive)} HEAD",
         f"{GCLOUD} scp {q(archive)} {q(name + ':tsasr.tar.gz')} {where} --worker=all",
@@ -152,6 +197,11 @@ def tpu_steps(
     ]
     lines += ["# 6. delete the VM: it bills until deleted", f"{GCLOUD} delete {q(name)} {where} --quiet"]
     return "\n".join(lines) + "\n"
+
+
+def mount_point(bucket: str) -> str:
+    """Where a gs:// workdir's bucket is mounted on every TPU worker."""
+    return f"/mnt/gcs/{bucket}"
 
 
 def submit(script: str, workdir: str, name: str) -> int:
@@ -182,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsasr.launch", description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
     parser.add_argument("--target", choices=("tpu", "slurm"), required=True)
-    parser.add_argument("--workdir", required=True, help="output directory on a filesystem every host mounts")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        help="output directory on a filesystem every host mounts; tpu: or gs://BUCKET/PATH, mounted with gcsfuse",
+    )
     parser.add_argument(
         "--repo-dir",
         help="slurm: the checkout on the shared filesystem (default: this one); "
@@ -200,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     tpu.add_argument("--accelerator-type", default="v4-32", help="slice, e.g. v4-32 (4 hosts), v5p-64")
     tpu.add_argument("--version", default="tpu-ubuntu2204-base", help="TPU VM runtime (software) version")
     tpu.add_argument("--install", default=TPU_INSTALL, help="run in the shipped checkout on every worker")
+    tpu.add_argument("--gcsfuse-install", default=GCSFUSE_INSTALL, help="installs gcsfuse on a worker (gs:// workdir)")
     slurm = parser.add_argument_group("slurm")
     slurm.add_argument("--nodes", type=int, default=1)
     slurm.add_argument("--gpus-per-node", type=int, default=8)
@@ -210,11 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     bad = [a for a in overrides if not a.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)}")
-    if "://" in args.workdir:
-        return _refuse(
-            f"--workdir {args.workdir}: tsasr writes its workdir through a filesystem path (gs:// is issue #16); "
-            "mount the storage on every host (gcsfuse, a Filestore NFS share) and pass the mount's path"
-        )
+    bucket = ""
+    if wd.is_uri(args.workdir):
+        scheme, _, rest = args.workdir.partition("://")
+        bucket, _, inside = rest.partition("/")
+        if args.target != "tpu" or scheme != "gs" or not bucket:
+            # A SLURM cluster's shared filesystem, or its admins' gcsfuse mount, is a path already.
+            return _refuse(f"--workdir {args.workdir}: {wd.LOCAL_ONLY.replace('every host', 'every node')}")
+        args.workdir = posixpath.join(mount_point(bucket), inside)
     # Fail here, not on the cluster: a typo in an override, an unknown stage, a sweep that is not there.
     config, recipe = run_lib.load(args.experiment, args.tiny, overrides)
     stages = [s.name for s in recipe.stages(config)]
@@ -272,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             tiny=args.tiny,
             until=args.until,
             overrides=overrides,
+            bucket=bucket,
+            gcsfuse_install=args.gcsfuse_install,
         ),
         end="",
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-import shutil
 import sys
 import time
 from typing import Callable
@@ -136,12 +135,12 @@ def _start_clean(stage: Stage, workdir: pathlib.Path, old_key: str | None) -> No
         if stage.kind == "train":
             keep = workdir / SUPERSEDED / f"{sub.replace('/', '_')}.{old_key or 'unknown'}"
             if keep.exists():
-                shutil.rmtree(keep)  # the same model, superseded twice
+                wd.rmtree(keep)  # the same model, superseded twice
             keep.parent.mkdir(parents=True, exist_ok=True)
             path.rename(keep)
             log.warning("stage %s: its config changed; the model of the old config moved to %s", stage.name, keep)
         else:
-            shutil.rmtree(path)
+            wd.rmtree(path)
     if stage.systems:
         results_lib.remove_systems(workdir, drop=stage.systems)
 
@@ -151,7 +150,7 @@ def run_stages(
 ) -> dict[str, dict]:
     """Runs (or skips) every stage in order; returns {stage: {'status', 'seconds', 'summary'}}.
     `keys`: stage_keys(config, stages) when the caller has computed them."""
-    workdir = pathlib.Path(workdir)
+    workdir = wd.as_path(workdir)  # a URI stays one (markers are written through epath)
     check_stages(stages)
     if until and until not in {s.name for s in stages}:
         raise ValueError(f"--until {until!r} is not a stage of this recipe: {', '.join(s.name for s in stages)}")

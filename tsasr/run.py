@@ -17,13 +17,16 @@ from tsasr import config as config_lib
 from tsasr import parallel, pipeline
 from tsasr import recipe as recipe_lib
 from tsasr import workdir as wd
-from tsasr.train import malloc
+from tsasr.train import malloc, preemption
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m tsasr.run", description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="experiment file with get_config(), e.g. experiments/top20_T2.py")
-    parser.add_argument("--workdir", help="output directory (default: runs/<experiment name>)")
+    parser.add_argument(
+        "--workdir",
+        help="output directory, a filesystem path (a gcsfuse mount for a bucket); default runs/<experiment>",
+    )
     parser.add_argument("--tiny", action="store_true", help="shrink everything for a ~2 minute smoke run")
     parser.add_argument("--until", help="stop after this stage (the recipe's stages are listed on a wrong name)")
     parser.add_argument(
@@ -86,6 +89,11 @@ def load(experiment: str, tiny: bool, overrides: list[str]):
 def main(argv: list[str] | None = None) -> int:
     malloc.tune()  # before JAX starts its threads
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:  # before any work; and never pathlib.Path(gs://b/r), which is the local path gs:/b/r
+        workdir = wd.local_workdir(args.workdir) if args.workdir else None
+    except ValueError as err:
+        print(f"error: --workdir {err}", file=sys.stderr)
+        return 2
     try:
         config, recipe = load(args.experiment, args.tiny, overrides)
         stage_names = [s.name for s in recipe.stages(config)]
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:  # before any work: every problem at once, one line each
         print("\n".join(f"error: {problem}" for problem in problems), file=sys.stderr)
         return 2
-    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else "")))
+    workdir = workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else ""))
     if config.get("workers", 1) <= 0:
         with config.unlocked():
             config.workers = parallel.default_workers()
@@ -114,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(workdir)
     wd.write_json(workdir / "config.json", config.to_dict())
     logging.getLogger("tsasr").info("experiment %s (recipe %s) -> %s", args.experiment, recipe.name, workdir)
-    report = recipe_lib.run(recipe, config, workdir, until=until)
+    try:
+        report = recipe_lib.run(recipe, config, workdir, until=until)
+    except preemption.Preempted as notice:  # the stage's .started marker stays: a rerun resumes it
+        logging.getLogger("tsasr").warning("%s; run the same command again to resume", notice)
+        return preemption.EXIT_CODE
     if pipeline.process_index() == 0:
         print(format_report(report))
         table = recipe_lib.write_report(recipe, config, workdir)

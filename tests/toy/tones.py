@@ -8,6 +8,7 @@ Stages: `tones` (data: clips of tone segments, LFBE features, per-frame class la
 import functools
 import os
 import signal
+import time
 
 import jax
 import ml_collections
@@ -32,7 +33,9 @@ def base_config():
     c.recipe = "toy.tones"  # this module
     c.name = "tones"  # experiment name
     c.seed = 0  # every draw of the run
-    c.crash_at_step = -1  # tests: SIGKILL the run after dispatching this training step (read by no stage key)
+    # tests, read by no stage key: send this process `crash_signal` after dispatching training step
+    # `crash_at_step`; sleep `step_seconds` after every step (so a signal from outside lands mid-training)
+    c.crash_at_step, c.crash_signal, c.step_seconds = -1, "SIGKILL", 0.0
     c.data = ml_collections.ConfigDict({"train_clips": 48, "test_clips": 16, "seconds": 1.0})
     c.classifier = ml_collections.ConfigDict({"hidden": 32, "batch_size": 8, "train": loop.default_config()})
     c.classifier.train.num_steps, c.classifier.train.checkpoint_every = 24, 8
@@ -111,7 +114,8 @@ def train_classifier(config, workdir):
 
     def crash(step_index):
         if step_index == config.crash_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, config.crash_signal))
+        time.sleep(config.step_seconds)
 
     state = loop.train(
         train, model, step.make_frame_ce_loss(model, "labels"), batcher, str(workdir / "classifier"), after_step=crash
@@ -169,6 +173,7 @@ def stages(config):
             deps=("tones",),
             outputs=("classifier",),
             kind="train",
+            all_processes=True,  # multi-process runs: every process trains (and checkpoints) together
         ),
         Stage(
             "score",

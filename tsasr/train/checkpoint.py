@@ -2,12 +2,12 @@
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 
 import jax
 import orbax.checkpoint as ocp
 
+from tsasr import workdir as wd
 from tsasr.train.state import TrainState
 
 
@@ -27,7 +27,7 @@ class Checkpoints:
     def __init__(self, directory: str, save_every: int, max_to_keep: int = 3):
         self.save_every = save_every
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            wd.absolute(directory),  # a URI (gs://) stays one: orbax writes it through epath and tensorstore
             options=ocp.CheckpointManagerOptions(
                 save_interval_steps=max(save_every, 1),
                 max_to_keep=max_to_keep,
@@ -58,7 +58,9 @@ class Checkpoints:
         due = self.save_every > 0 and step % self.save_every == 0
         if not (due or force) or step in self.manager.all_steps():
             return False
-        return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        # force: the decision is made here and by the loop (tsasr.train.preemption); orbax's own
+        # should_save would ask JAX's preemption sync point a second time in the same step.
+        return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
@@ -84,7 +86,7 @@ def load_params(checkpoint_dir: str, abstract_params):
     """
     with _quiet_absl():  # orbax warns three times that a read-only manager is read-only
         manager = ocp.CheckpointManager(
-            os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(read_only=True)
+            wd.absolute(checkpoint_dir), options=ocp.CheckpointManagerOptions(read_only=True)
         )
     step = manager.latest_step()
     if step is None:

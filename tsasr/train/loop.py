@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import pathlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -29,6 +28,7 @@ from tsasr.train import checkpoint as checkpoint_lib
 from tsasr.train.config import train_config
 from tsasr.train import metrics as metrics_lib
 from tsasr.train import optim
+from tsasr.train import preemption
 from tsasr.train import sharding as sharding_lib
 from tsasr.train import state as state_lib
 from tsasr.train import step as step_lib
@@ -86,7 +86,11 @@ def resolve_num_steps(config, batches_per_epoch: int, name: str = "") -> int:
     if config.num_epochs > 0:
         steps = max(1, round(config.num_epochs * batches_per_epoch))
         log.info(
-            "%s%g epochs of %d batches: %d steps", f"{name}: " if name else "", config.num_epochs, batches_per_epoch, steps
+            "%s%g epochs of %d batches: %d steps",
+            f"{name}: " if name else "",
+            config.num_epochs,
+            batches_per_epoch,
+            steps,
         )
         return steps
     return int(config.num_steps)
@@ -99,7 +103,7 @@ def best_checkpoint(workdir: str) -> str:
     """The checkpoint directory to use a trained model from: the best on dev when the run
     evaluated a dev set, else the latest."""
     best = os.path.join(workdir, BEST)
-    return best if os.path.exists(os.path.join(workdir, "best.json")) else os.path.join(workdir, "checkpoints")
+    return best if wd.exists(os.path.join(workdir, "best.json")) else os.path.join(workdir, "checkpoints")
 
 
 def _batch_signature(batch: dict):
@@ -153,7 +157,14 @@ def train(
         metrics.jsonl), the state with the lowest dev loss is kept in WORKDIR/best (best.json
         names its step; `best_checkpoint` picks it), and a dev metric that worsens while the
         training loss falls is warned about once.
+
+    A SIGTERM during training (a preemption notice, tsasr.train.preemption) saves a checkpoint
+    at the next step boundary and raises `preemption.Preempted`; a rerun resumes from it.
     """
+    if wd.is_uri(workdir):
+        # Checkpoints could go there (orbax writes URIs); metrics.jsonl, appended to, and
+        # TensorBoard cannot yet (tsasr/train/metrics.py writes local files).
+        raise ValueError(f"loop.train: workdir {workdir}: metrics are written to local files; {wd.LOCAL_ONLY}")
     os.makedirs(workdir, exist_ok=True)
     _write_config(workdir, config, model)
     mesh = mesh or sharding_lib.data_mesh()
@@ -259,7 +270,9 @@ def train(
                 window.clear()
                 window_start = time.perf_counter()
 
+    notice = preemption.Notice()
     try:
+        notice.start()  # SIGTERM: a checkpoint at the next step boundary, then Preempted
         for step in range(start_step, config.num_steps):
             batch, ids = next(batches)
             signature = _batch_signature(batch)
@@ -295,9 +308,16 @@ def train(
             bar.update(1)
             if after_step is not None:
                 after_step(step)
+            if step + 1 < config.num_steps and notice.reached(step + 1):
+                check_pending()  # no NaN state is saved, and metrics.jsonl holds every step saved
+                checkpoints.save(step + 1, state, force=True)
+                raise preemption.Preempted(step + 1)  # `finally` waits for the save to be written
         check_pending()
         checkpoints.save(config.num_steps, state, force=True)
+        if notice.received:  # at the last step: trained, but the process is still asked to stop
+            raise preemption.Preempted(config.num_steps)
     finally:
+        notice.stop()
         batches.close()
         bar.close()
         for writer in writers:
@@ -315,7 +335,7 @@ class _DevTracker:
     def __init__(self, workdir: str, config, evaluator, writer):
         self.workdir, self.evaluator, self.writer = workdir, evaluator, writer
         self.path = os.path.join(workdir, "best.json")
-        self.best = json.loads(pathlib.Path(self.path).read_text()) if os.path.exists(self.path) else None
+        self.best = wd.read_json(self.path) if wd.exists(self.path) else None
         self.saver = checkpoint_lib.Checkpoints(os.path.join(workdir, BEST), 0, max_to_keep=1)
         self.previous = None  # (train loss, dev results) of the last evaluation
         self.warned = False
