@@ -10,6 +10,15 @@ path, as Kaldi's `wav-reverberate --shift-output` does), so frame t of the noisy
 frame t of the clean one and the teacher's clean-audio targets apply to the student's noisy
 input. tests/test_noisify.py measures the residual lag (GCC-PHAT) and requires <= 1 ms.
 
+Rooms: simulated per utterance (data_prep.rir), or, with noisify.rirs_dir, drawn from measured
+room responses (data_prep.rirs_noises: the RIRS_NOISES layout), training conditions and test
+conditions in disjoint rooms.
+
+Band: a source recorded below 16 kHz (its manifest's `sample_rate`) has no energy above its
+Nyquist frequency, so neither may its noisy copy: noise, self-noise and (after the
+loudspeaker's non-linearity) the speech are low-passed to the source's band, which the
+recipe records (`band_hz`).
+
 Conditions: `train_labelled`, `train_unlabelled`, `dev` (training noise and rooms),
 `test_noisy` (held-out noise), `test_rerecorded` (held-out noise, speech and media played
 through a simulated loudspeaker in rooms disjoint from training, captured with microphone
@@ -32,7 +41,7 @@ import soundfile
 from scipy import fft, signal
 
 from data_prep import noise as noise_corpus
-from data_prep import rir
+from data_prep import rir, rirs_noises
 from data_prep import user_corpus
 from tsasr import parallel
 from tsasr import workdir as wd
@@ -70,8 +79,11 @@ def choose(rng: np.random.Generator, cdf: np.ndarray) -> int:
     return int(cdf.searchsorted(rng.random(), side="right"))
 
 
-def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: dict, condition: str) -> dict:
-    """Draws everything random about one mix; `render` turns it into audio. `cfg`: noisify config as a dict."""
+def draw_recipe(
+    rng: np.random.Generator, clean: dict, noises: list[dict], cfg: dict, condition: str, rooms: dict | None = None
+) -> dict:
+    """Draws everything random about one mix; `render` turns it into audio. `cfg`: noisify config as
+    a dict; `rooms`: {room id: response files} to draw measured rooms from instead of simulating one."""
     _, _, ranges_name, playback = CONDITIONS[condition]
     num_noises = int(rng.integers(cfg["num_noises"][0], cfg["num_noises"][1] + 1))
     weights = np.array([cfg["kind_weights"].get(n["kind"], 0.0) for n in noises], float)
@@ -93,12 +105,13 @@ def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: 
                 "level_db": round(rir.uniform(rng, cfg["relative_level_db"]), 3),
             }
         )
-    recipe = {
-        "noises": chosen,
-        "room": rir.draw_room(rng, cfg[ranges_name], num_noises),
-        "snr_db": round(rir.uniform(rng, cfg["rerecorded_snr_db"] if playback else cfg["snr_db"]), 3),
-        "max_order": int(cfg["max_order"]),
-    }
+    if rooms:
+        recipe = {"noises": chosen, "measured_room": rir.draw_measured_room(rng, rooms, num_noises)}
+    else:
+        recipe = {"noises": chosen, "room": rir.draw_room(rng, cfg[ranges_name], num_noises)}
+    recipe["snr_db"] = round(rir.uniform(rng, cfg["rerecorded_snr_db"] if playback else cfg["snr_db"]), 3)
+    if not rooms:
+        recipe["max_order"] = int(cfg["max_order"])
     if playback:
         recipe["loudspeaker"] = {
             "low_hz": round(rir.uniform(rng, cfg["loudspeaker"]["low_hz"]), 1),
@@ -107,7 +120,25 @@ def draw_recipe(rng: np.random.Generator, clean: dict, noises: list[dict], cfg: 
         }
         recipe["mic_self_noise_db"] = round(rir.uniform(rng, cfg["mic_self_noise_db"]), 3)
         recipe["mic_noise_seed"] = int(rng.integers(2**31))
+    rate = int(clean.get("sample_rate", RATE))  # manifests written before the rate was recorded: 16 kHz
+    if rate < RATE:  # after every draw, and only then: a full-band source's recipe is what it always was
+        recipe["band_hz"] = rate / 2
     return recipe
+
+
+@functools.lru_cache(maxsize=8)
+def _band_sos(band_hz: float) -> np.ndarray:
+    """An elliptic low-pass: flat (0.05 dB) to 0.95 band_hz, 60 dB down from band_hz on."""
+    return signal.iirdesign(0.95 * band_hz, band_hz, gpass=0.05, gstop=60, ftype="ellip", fs=RATE, output="sos")
+
+
+def band_limit(audio: np.ndarray, band_hz: float) -> np.ndarray:
+    """`audio` (rows along the last axis) low-passed to the band of a source recorded at 2 * band_hz.
+
+    Zero-phase (the elliptic filter run forward and backward, so 120 dB down past band_hz and no
+    delay): a band-limited copy stays frame-aligned with its clean source.
+    """
+    return signal.sosfiltfilt(_band_sos(float(band_hz)), audio, axis=-1)
 
 
 def loudspeaker(audio: np.ndarray, low_hz: float, high_hz: float, drive: float) -> np.ndarray:
@@ -158,7 +189,10 @@ def render(recipe: dict, clean: np.ndarray) -> tuple[np.ndarray, dict]:
     against the reverberant speech. All sources are convolved in one batched real FFT.
     """
     samples = clean.size
-    rirs = rir.impulse_responses(recipe["room"], recipe["max_order"])
+    if "measured_room" in recipe:
+        rirs = rir.measured_impulse_responses(recipe["measured_room"]["rirs"])
+    else:
+        rirs = rir.impulse_responses(recipe["room"], recipe["max_order"])
     # Advance by the RIR's peak, as Kaldi's wav-reverberate --shift-output does: the direct
     # sound, unless coincident reflections (a talker equidistant from floor and ceiling) add
     # up to more, in which case they dominate what the ear and the features see.
@@ -192,6 +226,13 @@ def render(recipe: dict, clean: np.ndarray) -> tuple[np.ndarray, dict]:
     if count == 1:
         spectra[1] = 0
     wet = fft.irfft(spectra[:2], nfft, axis=-1, overwrite_x=True)[:, delay : delay + samples].astype(np.float64)
+    band = recipe.get("band_hz")
+    if band:
+        # A source recorded at 8 kHz has nothing above 4 kHz, so neither may its noisy copy: the
+        # noise (and its room) is limited to the source's band, and so is the speech once the
+        # loudspeaker's non-linearity has put harmonics above it (reverberation alone adds none).
+        rows = slice(0, 2) if recipe.get("loudspeaker") else slice(1, 2)
+        wet[rows] = band_limit(wet[rows], band)
     speech_power, noise_power = np.einsum("ij,ij->i", wet, wet) / samples + 1e-12
     noise_gain = np.sqrt(speech_power / noise_power * 10 ** (-recipe["snr_db"] / 10))
     mix = wet[1]
@@ -199,6 +240,9 @@ def render(recipe: dict, clean: np.ndarray) -> tuple[np.ndarray, dict]:
     mix += wet[0]
     if "mic_self_noise_db" in recipe:
         hiss = np.random.default_rng(recipe["mic_noise_seed"]).standard_normal(samples)
+        if band:  # the microphone's self-noise in the source's band, at the drawn ratio within it
+            hiss = band_limit(hiss, band)
+            hiss /= np.sqrt(np.mean(hiss**2)) + 1e-12
         mix += hiss * np.sqrt(speech_power * 10 ** (-recipe["mic_self_noise_db"] / 10))
     peak = max(mix.max(), -mix.min())
     scale = 0.95 / peak if peak > 0.95 else 1.0  # avoid clipping in 16-bit PCM
@@ -208,11 +252,11 @@ def render(recipe: dict, clean: np.ndarray) -> tuple[np.ndarray, dict]:
     return mix.astype(np.float32), applied
 
 
-def _mix_one(item: dict, *, seed: int, cfg, noises: list[dict], out_dir: str) -> dict:
+def _mix_one(item: dict, *, seed: int, cfg, noises: list[dict], out_dir: str, rooms: dict | None = None) -> dict:
     clean = item["clean"]
     condition = item["condition"]
     rng = utterance_rng(seed, condition, clean["id"])
-    recipe = draw_recipe(rng, clean, noises, cfg, condition)
+    recipe = draw_recipe(rng, clean, noises, cfg, condition, rooms)
     audio, applied = render(recipe, audio_io.read_audio(clean["audio"]))
     utt_id = f"{clean['id']}-{condition}"
     path = pathlib.Path(out_dir) / condition / clean["speaker"] / f"{utt_id}.wav"
@@ -276,6 +320,17 @@ def run(config, workdir: pathlib.Path) -> dict:
     expected = noise_corpus.source_kinds(config.noise)
     for split, noises in noise_sets.items():
         report_noise_kinds(split, noises, cfg.kind_weights.to_dict(), expected)
+    measured = None
+    if cfg.rirs_dir:  # training mixes in some measured rooms, the test conditions in the others
+        measured = rirs_noises.split_rooms(cfg.rirs_dir, tuple(cfg.rirs_subsets), cfg.rirs_test_percent)
+        log.info(
+            "noisify: room responses from %s: %s",
+            rirs_noises.root_of(cfg.rirs_dir),
+            {
+                side: f"{len(rooms)} rooms, {sum(map(len, rooms.values()))} responses"
+                for side, rooms in measured.items()
+            },
+        )
     summary = {}
     for condition, (clean_split, noise_split, _, _) in CONDITIONS.items():
         user_path = cfg.test_manifests.get(condition.removeprefix("test_"), "") if condition.startswith("test_") else ""
@@ -298,7 +353,12 @@ def run(config, workdir: pathlib.Path) -> dict:
             continue
         clean = manifest.read_manifest(workdir / layout.clean(clean_split))
         fn = functools.partial(
-            _mix_one, seed=config.seed, cfg=cfg.to_dict(), noises=noise_sets[noise_split], out_dir=str(out / "wav")
+            _mix_one,
+            seed=config.seed,
+            cfg=cfg.to_dict(),
+            noises=noise_sets[noise_split],
+            out_dir=str(out / "wav"),
+            rooms=measured and measured["test" if condition.startswith("test_") else "train"],
         )
         records = parallel.map_resumable(
             fn,
@@ -326,11 +386,15 @@ def run(config, workdir: pathlib.Path) -> dict:
 def describe(records: list[dict]) -> dict:
     kinds = collections.Counter(n["kind"] for r in records for n in r["mix"]["noises"])
     snrs = [r["mix"]["snr_db"] for r in records]
-    rt60s = [r["mix"]["room"]["rt60"] for r in records]
-    return {
+    summary = {
         "hours": round(sum(r["duration"] for r in records) / 3600, 3),
         "utterances": len(records),
         "noise_kinds": dict(sorted(kinds.items())),
         "snr_db": [round(min(snrs), 1), round(max(snrs), 1)],
-        "rt60": [round(min(rt60s), 2), round(max(rt60s), 2)],
     }
+    if all("room" in r["mix"] for r in records):
+        rt60s = [r["mix"]["room"]["rt60"] for r in records]
+        summary["rt60"] = [round(min(rt60s), 2), round(max(rt60s), 2)]
+    else:
+        summary["measured_rooms"] = len({r["mix"]["measured_room"]["id"] for r in records})
+    return summary

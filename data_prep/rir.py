@@ -9,6 +9,10 @@ is the usual hybrid model's: Gaussian noise under an exponential envelope decayi
 RT60, starting where the image sources stop, at the diffuse-field level of the room.
 The tail noise comes from `tail_seed`, so a room description regenerates its RIRs exactly.
 
+Measured (or externally simulated) responses, such as the RIRS_NOISES set
+(data_prep.rirs_noises), are read by `measured_impulse_responses`: first channel, 16 kHz,
+scaled to unit energy.
+
 This module knows rooms and RIRs only, not corpora or mixing.
 """
 
@@ -19,6 +23,9 @@ import math
 
 import numpy as np
 import pyroomacoustics as pra
+import soundfile
+
+from tsasr.audio import io as audio_io
 
 RATE = 16000
 SPEED_OF_SOUND = pra.constants.get("c")
@@ -235,3 +242,41 @@ def _add_tails(
     for row, s, e in zip(out, start, stop):
         row[s:e] += envelope[s:e] * noise[used : used + e - s]
         used += e - s
+
+
+def draw_measured_room(rng: np.random.Generator, rooms: dict[str, list[str]], num_noise_sources: int) -> dict:
+    """A room of `rooms` ({room id: its response files}) and, from its files, the response of the
+    talker and of each noise source (with replacement: a room may have one response)."""
+    names = sorted(rooms)
+    room = names[int(rng.integers(len(names)))]
+    files = rooms[room]
+    return {"id": room, "rirs": [files[int(rng.integers(len(files)))] for _ in range(1 + num_noise_sources)]}
+
+
+@functools.lru_cache(maxsize=512)
+def measured_response(path: str) -> np.ndarray:
+    """A response file's first channel at 16 kHz, float64, scaled to unit energy.
+
+    Measured responses come at whatever gain their recording had; unit energy keeps the
+    reverberant speech near its clean level (as Kaldi's wav-reverberate normalises its output).
+    """
+    try:
+        audio, rate = soundfile.read(path, dtype="float64", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
+        raise audio_io.AudioError(f"{path}: unreadable room response ({err})") from err
+    response = audio[:, 0]
+    if rate != RATE:
+        response = audio_io.resample(response, rate, RATE).astype(np.float64)
+    energy = float(np.sum(response * response))
+    if not np.isfinite(energy) or energy == 0.0:
+        raise audio_io.AudioError(f"{path}: room response is silent or not finite")
+    return response / np.sqrt(energy)
+
+
+def measured_impulse_responses(paths: list[str]) -> np.ndarray:
+    """The responses of `paths` (talker first) as [sources, samples], zero-padded to the longest."""
+    responses = [measured_response(p) for p in paths]
+    out = np.zeros((len(responses), max(len(r) for r in responses)))
+    for row, response in zip(out, responses):
+        row[: len(response)] = response
+    return out

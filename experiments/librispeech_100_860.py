@@ -7,6 +7,13 @@ Data:     LibriSpeech (openslr.org/12) unpacked: train-clean-100/, train-clean-3
           dev-clean/, test-clean/; MUSAN (openslr.org/17) with music/, noise/, speech/. Nothing is
           downloaded by tsasr. The test conditions are test-clean and its noisy and re-recorded
           copies (test-other is not a condition of the asr recipe yet).
+Optional: the LibriSpeech LM resources (openslr.org/11) as vocabulary and LM, instead of the
+          trigram of the 100 h transcripts (which leave a few % of test-clean's words out of
+          the vocabulary; the `oov` stage reports it): --config.hmm.lexicon=/data/librispeech-lexicon.txt
+          --config.hmm.lm_arpa=/data/3-gram.pruned.1e-7.arpa (a pruned trigram: the decoding graph
+          of the full 4-gram is far larger; neither has been built here). Measured room
+          responses instead of simulated rooms (RIRS_NOISES, openslr.org/28):
+          --config.noisify.rirs_dir=/data/RIRS_NOISES.
 Runtime:  not run on this project's machines (LibriSpeech is not on them). Expected, from
           throughput measured on the built-in corpus, per 2 CPU cores unless said:
           noisify of the 960 h at 442-489x real time per core: ~2.1 core-hours;

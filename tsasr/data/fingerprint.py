@@ -4,8 +4,9 @@ A stage keyed by its config alone would keep the old outputs after a manifest wa
 in place, or an audio file or a noise directory changed. These fingerprints hash a
 manifest's bytes and, for every audio file it names, the file's path, size and
 modification time (stat only: a corpus of a million files is fingerprinted in seconds,
-never read); a directory's fingerprint does the same for every file below it. A file that
-is missing or unreadable enters as such, so the stage runs again and reports it.
+never read); a directory's fingerprint does the same for every file below it. A single file
+(a lexicon, a language model, its training text) enters by its bytes. A file that is
+missing or unreadable enters as such, so the stage runs again and reports it.
 """
 
 from __future__ import annotations
@@ -56,4 +57,17 @@ def directory(path: str | os.PathLike) -> str:
         for name in sorted(files):
             full = os.path.join(folder, name)
             digest.update(json.dumps([os.path.relpath(full, root), *_stat(full)[1:]]).encode())
+    return digest.hexdigest()[:16]
+
+
+def file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (read in 1 MB blocks: a gigabyte ARPA LM takes a few seconds)."""
+    path = pathlib.Path(path).expanduser()
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        return f"unreadable:{path}:{type(err).__name__}"
     return digest.hexdigest()[:16]

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import pathlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -107,8 +108,8 @@ def add_self_loops(arcs: Arcs, num_pdfs: int, costs: HmmCosts) -> Arcs:
     other_entry[arcs.dst[~emitting]] = True
     other_entry[arcs.start] = True
     entering: dict[int, set[int]] = {}
-    for d, l in zip(arcs.dst[emitting].tolist(), arcs.ilabel[emitting].tolist()):
-        entering.setdefault(d, set()).add(l)
+    for d, label in zip(arcs.dst[emitting].tolist(), arcs.ilabel[emitting].tolist()):
+        entering.setdefault(d, set()).add(label)
     final = dict(zip(arcs.final_states.tolist(), arcs.final_costs.tolist()))
     order = np.argsort(arcs.src, kind="stable")
     bounds = np.searchsorted(arcs.src[order], np.arange(num_states + 1))
@@ -143,7 +144,7 @@ def add_self_loops(arcs: Arcs, num_pdfs: int, costs: HmmCosts) -> Arcs:
             if state in final:
                 new_finals[copy] = final[state] + costs.exit_cost
     loop_states = np.array([s for s, _ in loops], np.int64)
-    loop_labels = np.array([l for _, l in loops], np.int64)
+    loop_labels = np.array([label for _, label in loops], np.int64)
     src = np.concatenate(src + [loop_states])
     dst = np.concatenate(dst + [loop_states])
     ilabel = np.concatenate(ilabel + [loop_labels])
@@ -152,7 +153,7 @@ def add_self_loops(arcs: Arcs, num_pdfs: int, costs: HmmCosts) -> Arcs:
     # Point every emitting arc (originals and copies, not the loops) at its label's state.
     redirect = np.flatnonzero((ilabel >= 1) & (ilabel <= num_pdfs))[: -len(loops) or None]
     dst = dst.copy()
-    dst[redirect] = [target[(d, l)] for d, l in zip(dst[redirect].tolist(), ilabel[redirect].tolist())]
+    dst[redirect] = [target[(d, label)] for d, label in zip(dst[redirect].tolist(), ilabel[redirect].tolist())]
     final.update(new_finals)
     return Arcs(
         start=arcs.start,
@@ -196,6 +197,67 @@ def _train_lm_arpa(ngram_train, sentences, order):
     out = io.StringIO()
     counts.print_as_arpa(fout=out)
     return out.getvalue()
+
+
+_SENTENCE_MARKS = ("<s>", "</s>")
+
+
+def restrict_arpa(text: str, vocabulary: set[str]) -> tuple[str, list[str]]:
+    """An ARPA LM's text with its words lower-cased (as transcripts are) and every n-gram that holds
+    a word outside `vocabulary` left out; returns (ARPA text, the words left out).
+
+    What remains is what the decoder can say: arpa2fst needs every word in the symbol table. An
+    n-gram kept has its prefix and suffix kept too (they hold a subset of its words), so the
+    back-off structure stays valid; the probability mass of the left-out words is simply lost,
+    as Kaldi's arpa2fst loses it when it skips out-of-table n-grams. Of n-grams that lower-casing
+    makes equal, the first is kept.
+    """
+    sections: dict[int, list[str]] = {}
+    order, seen, dropped = None, set(), set()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        header = re.fullmatch(r"\\(\d+)-grams:", line)
+        if header:
+            order, seen = int(header[1]), set()
+            sections[order] = []
+            continue
+        if order is None or not line:
+            continue
+        if line == "\\end\\":
+            order = None
+            continue
+        fields = line.split()
+        if len(fields) < order + 1:
+            raise ValueError(f"ARPA line {number}: an {order}-gram needs a log probability and {order} words: {line!r}")
+        words = [w if w in _SENTENCE_MARKS else w.lower() for w in fields[1 : order + 1]]
+        outside = [w for w in words if w not in vocabulary and w not in _SENTENCE_MARKS]
+        if outside:
+            dropped.update(outside)
+            continue
+        if tuple(words) not in seen:
+            seen.add(tuple(words))
+            sections[order].append(" ".join([fields[0], *words, *fields[order + 1 :]]))
+    if not any(line.split()[1] not in _SENTENCE_MARKS for line in sections.get(1, [])):
+        raise ValueError("no word of the ARPA LM is in the decoding vocabulary")
+    out = ["", "\\data\\", *(f"ngram {n}={len(sections[n])}" for n in sorted(sections))]
+    for n in sorted(sections):
+        out += ["", f"\\{n}-grams:", *sections[n]]
+    out += ["", "\\end\\", ""]
+    return "\n".join(out), sorted(dropped)
+
+
+def arpa_words(text: str) -> set[str]:
+    """The words (lower-cased, without <s> and </s>) of an ARPA LM's unigrams."""
+    words, inside = set(), False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("\\"):
+            inside = line == "\\1-grams:"
+            continue
+        fields = line.split()
+        if inside and len(fields) >= 2 and fields[1] not in _SENTENCE_MARKS:
+            words.add(fields[1].lower())
+    return words
 
 
 def grammar_fst(arpa_path: pathlib.Path, words_txt: pathlib.Path) -> kaldifst.StdVectorFst:

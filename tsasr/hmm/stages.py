@@ -4,8 +4,11 @@ alignments, the senone tree and the decoding graph.
 align(config, workdir):  WORKDIR/lang (lexicon, symbol tables, topology) and WORKDIR/align
   (per-frame senone ids of every alignable labelled utterance, senone priors, tree.json,
   the triphone GMM) from corpus/train_labelled.jsonl.
-graph(config, workdir):  WORKDIR/graph (G from an n-gram LM on the training transcripts,
-  HCLG.fst with senone+1 input labels, words.txt).
+graph(config, workdir):  WORKDIR/graph (G from an n-gram LM on the training transcripts and
+  the hmm.lm_text files, or from the user's ARPA LM hmm.lm_arpa; HCLG.fst with senone+1 input
+  labels; words.txt and lexicon.txt of the decoding vocabulary: the lexicon of `align` plus the
+  LM text's words, or the ARPA LM's words).
+A user's lexicon file (hmm.lexicon) pronounces the words it lists in both stages.
 The triphone GMM's own WER is an evaluation stage (tsasr.recipes.asr.evaluate.gmm).
 
 Both return a short summary dict. Excluded utterances (no pronunciation for a word,
@@ -30,6 +33,7 @@ from tsasr.data.manifest import read_manifest
 from tsasr.hmm import align as align_lib
 from tsasr.hmm import boundaries
 from tsasr.hmm import context as context_lib
+from tsasr.hmm import external as external_lib
 from tsasr.hmm import features as features_lib
 from tsasr.hmm import gmm as gmm_lib
 from tsasr.hmm import graph as graph_lib
@@ -38,11 +42,17 @@ from tsasr.hmm import phones as phone_set
 from tsasr.hmm import realign as realign_lib
 from tsasr.hmm import tree as tree_lib
 
+
 def load_features(records: list[dict]) -> dict[str, np.ndarray]:
     """MFCC + deltas with per-speaker CMVN, keyed by utterance id."""
     audios = [read_audio(r["audio"]) for r in records]
     feats = features_lib.mfcc_with_deltas(audios, [r.get("speaker", r["id"]) for r in records])
     return {r["id"]: f for r, f in zip(records, feats)}
+
+
+def _lexicon_file(hc) -> dict | None:
+    """The user's lexicon (hmm.lexicon), or None."""
+    return external_lib.read_lexicon(hc.lexicon) if hc.get("lexicon") else None
 
 
 def _costs(hc) -> graph_lib.HmmCosts:
@@ -107,7 +117,9 @@ def align(config, workdir: pathlib.Path) -> dict:
         if path.exists() and split != layout.TRAIN_UNLABELLED:
             lm_words.update(w for r in read_manifest(path) for w in r.get("text", "").split())
     words = lm_words | {w for r in records for w in r["text"].split()}
-    lexicon = lexicon_lib.build_lexicon(words, lexicon_lib.espeak_g2p() if hc.g2p else None, max_prons=hc.max_prons)
+    lexicon = lexicon_lib.build_lexicon(
+        words, lexicon_lib.espeak_g2p() if hc.g2p else None, max_prons=hc.max_prons, external=_lexicon_file(hc)
+    )
     lexicon_lib.write_lang(workdir / "lang", lexicon)
 
     excluded: dict[str, str] = {}
@@ -243,32 +255,59 @@ def graph(config, workdir: pathlib.Path) -> dict:
     spn = lexicon.phone_ids[phone_set.SPOKEN_NOISE]
     with np.load(workdir / "align" / "phones.npz") as aligned:
         spn_frames = int(sum(np.count_nonzero(aligned[u] == spn) for u in aligned.files))
-    sentences, unk, dropped = [], 0, 0
-    for split in hc.lm_splits:
-        if split == layout.TRAIN_UNLABELLED:
-            continue  # its transcripts stand in for audio nobody transcribed
-        for r in read_manifest(workdir / layout.clean(split)):
-            words = [w if w in lexicon.prons else lexicon_lib.UNK for w in r.get("text", "").split()]
+    g2p = lexicon_lib.espeak_g2p() if hc.g2p else None
+    out = workdir / "graph"
+    sentences, unk, dropped, left_out = [], 0, 0, []
+    if hc.get("lm_arpa"):
+        # The user's LM decodes: its words are the vocabulary (those that can be pronounced).
+        text = pathlib.Path(hc.lm_arpa).expanduser().read_text(encoding="utf-8")
+        vocabulary = graph_lib.arpa_words(text)
+        lexicon = lexicon_lib.with_words(lexicon, vocabulary, g2p, hc.max_prons, _lexicon_file(hc), keep=vocabulary)
+        allowed = set(lexicon.prons) - (set() if spn_frames else {lexicon_lib.UNK})
+        arpa, left_out = graph_lib.restrict_arpa(text, allowed)
+        if left_out:
+            logging.warning(
+                "graph: %d words of hmm.lm_arpa have no pronunciation (or are <unk>, and SPN has no training "
+                "frames); their n-grams are left out: %s",
+                len(left_out),
+                " ".join(left_out[:50]),
+            )
+    else:
+        extra = external_lib.read_lm_text(hc.get("lm_text", ()))
+        lexicon = lexicon_lib.with_words(lexicon, {w for s in extra for w in s}, g2p, hc.max_prons, _lexicon_file(hc))
+        transcripts = [
+            r.get("text", "").split()
+            for split in hc.lm_splits
+            if split != layout.TRAIN_UNLABELLED  # its transcripts stand in for audio nobody transcribed
+            for r in read_manifest(workdir / layout.clean(split))
+        ]
+        for sentence in transcripts + extra:
+            words = [w if w in lexicon.prons else lexicon_lib.UNK for w in sentence]
             if lexicon_lib.UNK in words and not spn_frames:
                 dropped += 1
                 continue
             unk += words.count(lexicon_lib.UNK)
             if words:
                 sentences.append(words)
-    if dropped:
-        logging.warning("graph: %d LM sentences with <unk> left out: SPN has no training frames", dropped)
-    out = workdir / "graph"
-    arpa = graph_lib.train_lm_arpa(sentences, hc.lm_order)
+        if dropped:
+            logging.warning("graph: %d LM sentences with <unk> left out: SPN has no training frames", dropped)
+        arpa = graph_lib.train_lm_arpa(sentences, hc.lm_order)
     wd.write_text(out / "lm.arpa", arpa)
-    words_txt = (workdir / "lang" / "words.txt").read_text()
-    wd.write_text(out / "words.txt", words_txt)
+    wd.write_text(out / "words.txt", "".join(f"{w} {i}\n" for w, i in lexicon.word_ids.items()))
+    wd.write_text(
+        out / "lexicon.txt",
+        "".join(f"{w} {' '.join(p)}\n" for w in sorted(lexicon.prons) for p in lexicon.prons[w]),
+    )
     grammar = graph_lib.grammar_fst(out / "lm.arpa", out / "words.txt")
     hclg = graph_lib.build_hclg(lexicon, grammar, tree, _costs(hc), hc.silence_prob)
     graph_lib.write_fst(out / "HCLG.fst", hclg)
     summary = {
+        "lm": str(hc.lm_arpa) if hc.get("lm_arpa") else "trained",
+        "vocabulary": len(lexicon.prons) - 1,  # without <unk>
         "lm_sentences": len(sentences),
         "lm_unk_tokens": unk,
         "lm_sentences_dropped_for_unk": dropped,
+        "lm_words_left_out": len(left_out),
         "lm_order": hc.lm_order,
         "hclg_states": int(hclg.num_states),
         "hclg_arcs": graph_lib.fst_size(hclg)["arcs"],

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pathlib
 
+from data_prep import rirs_noises
 from tsasr.data import layout
+from tsasr.hmm import external
 
 SOURCES = {"corpus": ("builtin", "manifest", "librispeech"), "noise": ("builtin", "musan")}
 NOISE_KINDS = ("music", "noise", "speech")  # a MUSAN-layout directory's subdirectories
@@ -39,7 +41,9 @@ def problems(config) -> list[str]:
             for split in layout.SPLITS:
                 for subset in config.corpus.librispeech[split].split(","):
                     if subset.strip() and not (root / subset.strip()).is_dir():
-                        found.append(f"{root / subset.strip()}: LibriSpeech subset of corpus.librispeech.{split} not found")
+                        found.append(
+                            f"{root / subset.strip()}: LibriSpeech subset of corpus.librispeech.{split} not found"
+                        )
     if config.noise.source == "musan":
         root = pathlib.Path(config.noise.musan_dir).expanduser()
         if not config.noise.musan_dir or not root.is_dir():
@@ -49,4 +53,7 @@ def problems(config) -> list[str]:
     for condition, path in config.noisify.test_manifests.items():
         if path and not pathlib.Path(path).expanduser().is_file():
             found.append(f"{path}: noisify.test_manifests.{condition} not found")
+    found += external.problems(config.hmm)
+    if config.noisify.rirs_dir:
+        found += rirs_noises.problems(config.noisify.rirs_dir, tuple(config.noisify.rirs_subsets))
     return found
