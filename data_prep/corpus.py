@@ -18,7 +18,7 @@ import pathlib
 
 import numpy as np
 
-from data_prep import librispeech, sentences, user_corpus
+from data_prep import librispeech, recording, sentences, user_corpus
 from tsasr import parallel
 from tsasr import workdir as wd
 from tsasr.audio import tts
@@ -66,20 +66,26 @@ def assign_splits(speakers: list[dict], fractions: dict, seed: int) -> dict[str,
     return out
 
 
-def _synthesize(item: dict, wav_dir: str) -> dict:
+def _synthesize(item: dict, wav_dir: str, seed: int, recording_cfg: dict | None) -> dict:
     voice = tts.Voice(item["accent"], item["variant"], item["pitch"], item["rate"])
     result = tts.synthesizer().synthesize(item["text"], voice)
     path = pathlib.Path(wav_dir) / item["speaker"] / f"{item['id']}.wav"
-    wd.write_audio(path, result.audio)
+    audio, extra = result.audio, {}
+    if recording_cfg:  # the voice recorded in a room (data_prep.recording), as real corpora are
+        extra["recording"] = recording.draw(recording.utterance_rng(seed, item["id"]), recording_cfg)
+        audio = recording.render(extra["recording"], audio)
+    wd.write_audio(path, audio)
     return {
         "id": item["id"],
         "audio": str(path),
         "duration": round(len(result.audio) / 16000, 4),
         "text": item["text"],
         "speaker": item["speaker"],
+        "sample_rate": tts.TARGET_RATE_HZ,  # espeak-ng speaks at 22.05 kHz: the copy at 16 kHz is full-band
         "split": item["split"],
         "tts_phonemes": [[round(t, 3), p] for t, p in result.phonemes],
         "tts_words": [round(t, 3) for t in result.words],
+        **extra,
     }
 
 
@@ -99,7 +105,12 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
         start += n
     wd.write_json(out / "speakers.json", {s: v for s, v in splits.items()})
     records = parallel.map_resumable(
-        functools.partial(_synthesize, wav_dir=str(out / "wav")),
+        functools.partial(
+            _synthesize,
+            wav_dir=str(out / "wav"),
+            seed=seed,
+            recording_cfg=cfg.recording.to_dict() if cfg.recording.enabled else None,
+        ),
         items,
         out / ".parts",
         workers=workers,
@@ -117,18 +128,31 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
 
 
 def summarise(out: pathlib.Path) -> dict:
-    """Hours, utterances, speakers, words (tokens) and vocabulary (distinct words) per split, from
-    the written manifests."""
+    """Hours, utterances, speakers, words (tokens), vocabulary (distinct words) and the source
+    sample rates (utterances per rate) per split, from the written manifests; one warning when
+    the splits' rates differ."""
     summary = {}
     for split in SPLITS:
         records = manifest.read_manifest(out / f"{split}.jsonl")
+        # Manifests written before the rate was recorded hold the built-in corpus: 16 kHz.
+        rates = collections.Counter(int(r.get("sample_rate", tts.TARGET_RATE_HZ)) for r in records)
         summary[split] = {
             "hours": round(sum(r["duration"] for r in records) / 3600, 3),
             "utterances": len(records),
             "speakers": len({r["speaker"] for r in records}),
             "words": sum(len(r.get("text", "").split()) for r in records),
             "vocabulary": len({w for r in records for w in r.get("text", "").split()}),
+            "sample_rates": {str(rate): n for rate, n in sorted(rates.items())},
         }
+    if len({tuple(s["sample_rates"]) for s in summary.values()}) > 1:
+        log.warning(
+            "the splits differ in sample rate (%s): the band a model is trained on is not the band it is "
+            "tested on (noisify keeps each copy to its own source's band)",
+            "; ".join(
+                f"{split} " + ", ".join(f"{n} at {rate} Hz" for rate, n in s["sample_rates"].items())
+                for split, s in summary.items()
+            ),
+        )
     return summary
 
 

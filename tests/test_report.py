@@ -75,3 +75,33 @@ def test_relative_changes_fall_back_to_the_first_scored_reference(tmp_path):
 
 def test_report_without_results(tmp_path):
     assert "No system" in report.write_report(tmp_path, ASR.report)
+
+
+def test_table2_shape_against_both_teachers_with_p(tmp_path):
+    """The paper's Table 2: every row against the CE teacher, and against the sequence-trained
+    teacher where the paper brackets one; this run's change beside the paper's, and the
+    bootstrap probability of improving on that teacher from results.json."""
+    _scored(tmp_path)
+    results.update_results(
+        tmp_path, "student_seq", {}, {"p_better_than": {"teacher_seq": {"clean": 0.97}, "teacher_ce": {"clean": 0.999}}}
+    )
+    paper = {
+        "source": "the paper, Table 2",
+        "labels": {"student_seq": "student CE, then sMBR"},
+        "table": {
+            "teacher_ce": {"teacher_seq": {"clean": -5.79}, "student_seq": {"clean": -15.29, "noisy": -29.36}},
+            "teacher_seq": {"student_seq": {"clean": -10.08}},
+        },
+    }
+    report.write_report(tmp_path, ASR.report, paper)
+    text = (tmp_path / "results.md").read_text()
+    section = text[text.index("## Against the paper") :]
+    against_ce, against_seq = section.split("against `teacher_ce`")[1].split("against `teacher_seq`")
+    rows = {line.split("|")[1].strip(): line for line in against_ce.splitlines() if line.startswith("| ")}
+    # (9 - 12.5) / 12.5 = -28.0 beside the paper's -15.3; (35 - 50) / 50 = -30.0 beside -29.4.
+    assert "-28.0 [-15.3]" in rows["student_seq (student CE, then sMBR)"]
+    assert "-30.0 [-29.4]" in rows["student_seq (student CE, then sMBR)"]
+    assert "| 0.999 |" in rows["student_seq (student CE, then sMBR)"]
+    assert "-20.0 [-5.8]" in rows["teacher_seq"]  # (10 - 12.5) / 12.5
+    seq_rows = [line for line in against_seq.splitlines() if line.startswith("| student_seq")]
+    assert len(seq_rows) == 1 and "-10.0 [-10.1]" in seq_rows[0] and "| 0.970 |" in seq_rows[0]

@@ -237,3 +237,34 @@ def test_num_epochs_sets_the_step_count():
     config = tiny_config(1000, num_epochs=2.5)
     assert loop.resolve_num_steps(config, 8) == 20
     assert loop.resolve_num_steps(tiny_config(7), 8) == 7
+
+
+def test_fine_tuning_keeps_its_starting_state_when_training_only_hurts_on_dev(tmp_path):
+    """A fine-tuning run (init_checkpoint) evaluates the state it starts from before the
+    first step: when every step makes the dev loss worse (here the fine-tuning data teach the
+    opposite of dev), the best state is step 0, i.e. exactly the initial parameters."""
+    import json
+
+    from tsasr.train import checkpoint
+
+    init_dir = tmp_path / "init"
+    init_state = loop.train(tiny_config(16), tiny_tdnn(), frame_ce(), batcher(), str(init_dir))
+    flipped = synthetic_examples(64, seed=0, feature_dim=FEATURE_DIM, num_senones=SENONES)
+    for example in flipped:
+        example["senones"] = (example["senones"] + 1) % SENONES
+    fine_tune = batching.Batcher(
+        flipped, batching.BatchingConfig(batch_size=8, bucket_boundaries=(64,), seed=0, keys=BATCH_KEYS)
+    )
+    dev = batcher(num_utterances=16)  # the task the init learnt
+    config = tiny_config(12, eval_every=4, checkpoint_every=4)
+    config.init_checkpoint = str(init_dir / "checkpoints")
+    config.optimizer.learning_rate = 1e-2
+    out = tmp_path / "fine_tuned"
+    loop.train(config, tiny_tdnn(), frame_ce(), fine_tune, str(out), dev_batches=lambda: dev.epoch())
+    rows = [r for r in metrics.read(str(out)) if "dev_loss" in r]
+    assert [r["step"] for r in rows] == [0, 4, 8, 12]
+    assert rows[0]["dev_loss"] < min(r["dev_loss"] for r in rows[1:])
+    assert json.loads((out / "best.json").read_text())["step"] == 0
+    kept = checkpoint.load_params(loop.best_checkpoint(str(out)), jax.eval_shape(lambda: init_state.params))
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(init_state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

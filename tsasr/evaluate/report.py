@@ -100,6 +100,39 @@ def conditions_table(results: dict, spec: ReportSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paper_tables(results: dict, spec: ReportSpec, paper: dict) -> str:
+    """Markdown: the paper's table of relative changes beside this run's, one table per
+    reference system. paper['table'] is {reference: {system: {condition: percent}}} (the
+    paper's Table 2 reports every system against the CE teacher and, in brackets, against the
+    sequence-trained one); paper['labels'] names the systems' rows ({system: text}). Each
+    cell is this run's change with the paper's in brackets; the p columns are the bootstrap
+    probability that the system improves on the reference (results.json `p_better_than`)."""
+    if "table" not in paper:
+        return paper_table(results, spec, paper)
+    primary = spec.primary.name
+    labels = paper.get("labels", {})
+    systems = results.get("systems", {})
+    out = []
+    for reference, rows in paper["table"].items():
+        conditions = [c for c in spec.conditions if any(c in r for r in rows.values())]
+        ours = results.get("relative_to", {}).get(reference, {}).get(primary, {})
+        rows = {system: rows[system] for system in _ordered(spec, rows)}  # the recipe's order, not the config's
+        out.append(
+            f"Relative change (%) of {spec.primary.label.split(' (')[0]} against `{reference}`: this run "
+            f"[the paper's]; p = bootstrap probability that the system improves on `{reference}`.\n"
+        )
+        out.append("| system | " + " | ".join(conditions) + " | " + " | ".join(f"p {c}" for c in conditions) + " |")
+        out.append("|---|" + "---:|" * (2 * len(conditions)))
+        for system, theirs in rows.items():
+            p_better = systems.get(system, {}).get("p_better_than", {}).get(reference, {})
+            cells = [f"{_fmt(ours.get(system, {}).get(c), '+.1f')} [{_fmt(theirs.get(c), '+.1f')}]" for c in conditions]
+            cells += [_fmt(p_better.get(c), ".3f") for c in conditions]
+            name = f"{system} ({labels[system]})" if system in labels else system
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return f"{paper['source']}.\n\n" + "\n".join(out)
+
+
 def paper_table(results: dict, spec: ReportSpec, paper: dict) -> str:
     """Markdown: the paper's relative changes (paper['relative'], per condition) of
     paper['system'] against paper['reference'] beside this run's."""
@@ -210,7 +243,7 @@ def write_report(workdir: pathlib.Path, spec: ReportSpec, paper: dict | None = N
     if conditions := conditions_table(results, spec):
         text += "\n## Test conditions\n\n" + conditions
     if paper:
-        text += "\n## Against the paper\n\n" + paper_table(results, spec, paper)
+        text += "\n## Against the paper\n\n" + paper_tables(results, spec, paper)
     text += "\n"
     for image in filter(None, images):
         text += f"![{image}](plots/{image})\n\n"

@@ -270,6 +270,10 @@ def train(
                 window.clear()
                 window_start = time.perf_counter()
 
+    if dev is not None and start_step == 0 and config.get("init_checkpoint"):
+        # Fine-tuning: the initial state is a candidate too, so the model is never worse on dev
+        # than the one it started from.
+        dev.evaluate(0, state, dev_batches(), last_loss[0])
     notice = preemption.Notice()
     try:
         notice.start()  # SIGTERM: a checkpoint at the next step boundary, then Preempted

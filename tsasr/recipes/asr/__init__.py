@@ -25,6 +25,7 @@ REPORT = ReportSpec(
         "multicondition_ce",
         "multicondition_seq",
         "student_ce",
+        "student_ce_from_teacher_seq",
         "student_seq",
     ),
     # The paper reports students against both teachers: the sequence-trained one first.

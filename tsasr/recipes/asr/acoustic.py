@@ -65,15 +65,32 @@ def compute_features(records: list[dict], desc: str = "features") -> dict[str, n
     return out
 
 
-def normalisation(features: dict[str, np.ndarray]) -> dict:
+def subtract_utterance_mean(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each utterance's LFBE minus its own mean over frames (Kaldi's apply-cmvn, per utterance).
+
+    A recording's level and its channel's spectral colouring are a constant offset of log
+    mel energies; this removes them, so a model trained on one level and microphone hears
+    another the same way.
+    """
+    return {k: v - v.mean(axis=0, keepdims=True) for k, v in features.items()}
+
+
+def normalisation(features: dict[str, np.ndarray], utterance_mean: bool = False) -> dict:
+    """The normalisation a model is trained with (saved beside it as norm.json): optionally the
+    per-utterance mean removed first, then global mean and variance over the training frames."""
+    if utterance_mean:
+        features = subtract_utterance_mean(features)
     stats = lfbe_lib.MeanVarStats(next(iter(features.values())).shape[1])
     for f in features.values():
         stats.add(f)
     mean, std = stats.finalize()
-    return {"mean": mean.tolist(), "std": std.tolist()}
+    return {"mean": mean.tolist(), "std": std.tolist(), "utterance_mean": bool(utterance_mean)}
 
 
 def normalise(features: dict[str, np.ndarray], norm: dict) -> dict[str, np.ndarray]:
+    """Applies a model's normalisation (`normalisation`'s dict; older ones lack `utterance_mean`)."""
+    if norm.get("utterance_mean", False):
+        features = subtract_utterance_mean(features)
     mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
     return {k: (v - mean) / std for k, v in features.items()}
 

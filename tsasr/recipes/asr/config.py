@@ -25,13 +25,33 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.corpus = corpus = ml_collections.ConfigDict()
     corpus.source = "builtin"  # 'builtin' (espeak-ng voice-assistant corpus), 'manifest' (your own) or 'librispeech'
-    corpus.hours = 1.0  # built-in: total hours of speech over all four splits (scale to 100+ for real runs)
-    corpus.num_speakers = 80  # built-in: synthetic speakers (accent x voice variant x pitch x rate), split disjointly
-    corpus.split_fractions = ml_collections.ConfigDict(  # built-in: share of speakers and audio per split
-        {"train_labelled": 0.35, "train_unlabelled": 0.45, "dev": 0.08, "test": 0.12}
+    corpus.hours = 2.3  # built-in: total hours of speech over all four splits (scale to 100+ for real runs)
+    corpus.num_speakers = 200  # built-in: synthetic speakers (accent x voice variant x pitch x rate), split disjointly
+    # built-in: share of speakers and audio per split. The paper's regime: the student's
+    # parallel data (labelled + unlabelled) is 6 x the labelled hours (here 0.35 + 1.75 h).
+    corpus.split_fractions = ml_collections.ConfigDict(
+        {"train_labelled": 0.35, "train_unlabelled": 1.75, "dev": 0.08, "test": 0.12}
     )
     corpus.pitch_range = (25, 75)  # built-in: espeak pitch (0-99) drawn per speaker
     corpus.rate_range = (140, 200)  # built-in: speaking rate in words per minute drawn per speaker
+    corpus.recording = (
+        ml_collections.ConfigDict(  # built-in: each utterance recorded in a room (data_prep/recording.py)
+            {
+                "enabled": True,  # False: espeak-ng's dry output at one level, cleaner than any real recording
+                "rooms": {  # small furnished rooms, the talker near the microphone (metres, seconds)
+                    "length": (3.0, 6.0),
+                    "width": (2.5, 5.0),
+                    "height": (2.4, 3.0),
+                    "rt60": (0.15, 0.45),
+                    "talker_distance": (0.3, 1.5),
+                    "margin": 0.3,
+                },
+                "max_order": 3,  # image-source order of the early reflections (the tail is stochastic)
+                "level_db": (-35.0, -15.0),  # RMS of the recording, dBFS
+                "self_noise_db": (30.0, 50.0),  # speech-to-microphone-self-noise ratio
+            }
+        )
+    )
     corpus.manifests = ml_collections.ConfigDict(  # source='manifest': JSONL per split (id, audio, text, speaker)
         {"train_labelled": "", "train_unlabelled": "", "dev": "", "test": ""}
     )
@@ -102,6 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
     nz.test_manifests = ml_collections.ConfigDict(  # real recordings for a test condition instead of simulation
         {"noisy": "", "rerecorded": ""}
     )
+    nz.rirs_dir = ""  # an OpenSLR 28 RIRS_NOISES directory: its room responses replace the room simulation
+    nz.rirs_subsets = ("real", "smallroom", "mediumroom", "largeroom")  # rirs_dir's response sets drawn from
+    nz.rirs_test_percent = 20  # rirs_dir: share of its rooms held out for the test conditions (never in training)
 
     c.hmm = hmm_config()  # lexicon, GMM-HMM bootstrap, senone tree, LM (tsasr/hmm)
     c.decode = decode_config()  # WFST decoding and scoring: the evaluation stages (tsasr/recipes/asr/evaluate.py)
@@ -118,6 +141,7 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     """Shrinks a config in place so the whole chain runs in about two minutes (tests, smoke runs)."""
     config.corpus.hours = 0.05
     config.corpus.num_speakers = 12
+    config.corpus.split_fractions.update({"train_labelled": 0.35, "train_unlabelled": 0.45, "dev": 0.08, "test": 0.12})
     config.noise.train_minutes = 1.0
     config.noise.test_minutes = 0.5
     config.noise.clip_seconds = 10.0
@@ -173,6 +197,9 @@ def hmm_config() -> ml_collections.ConfigDict:
     c.boundary_tolerance_s = 0.02  # alignment boundary accuracy tolerance vs TTS timings
     c.lm_order = 3  # n-gram order of the decoding LM (kaldingram Kneser-Ney)
     c.lm_splits = ("train_labelled",)  # manifests whose transcripts train the LM
+    c.lexicon = ""  # a lexicon file, Kaldi's 'word phone phone ...' (ARPAbet): its words are pronounced from it
+    c.lm_text = ()  # text files (one sentence a line) whose lines train the LM beside the transcripts; adds words
+    c.lm_arpa = ""  # an ARPA LM that decodes instead of the trained one; its words are the decoding vocabulary
     c.gmm_baseline = True  # run the `gmm` stage: decode the test conditions with the triphone GMM
     return c
 
@@ -232,6 +259,7 @@ def ce_config() -> ml_collections.ConfigDict:
     c.batch_size = 16  # utterances per global batch
     c.bucket_boundaries = (256, 512)  # padded lengths in frames (each is one compilation)
     c.heldout_percent = 5  # share of training utterances held out for frame accuracy
+    c.utterance_mean = True  # subtract each utterance's mean LFBE before global mean/variance (Kaldi's CMN)
     c.train = train_config()  # steps, optimizer, checkpoints, precision (tsasr/train/config.py)
     c.train.num_epochs = 4.5  # passes over the labelled data (184 steps on the default corpus): scales with the data
     c.train.eval_every = 50  # held-out loss and frame accuracy every 50 steps; the best state is the model
@@ -246,6 +274,9 @@ def student_config() -> ml_collections.ConfigDict:
     """Soft labels from the teacher, and the student trained on them (tsasr/distill)."""
     c = ce_config()
     c.teacher = "teacher_ce"  # the trained stage that labels (its checkpoint is loaded read-only)
+    # Table 2's other CE student: the same recipe on this teacher's labels, as system
+    # student_ce_from_<teacher> ('' or the same teacher = none; experiments/top20_T2.py: teacher_seq).
+    c.second_teacher = ""
     c.label_top_k = 40  # k stored per frame: the largest k any student derives from these labels; 0 = all senones
     c.label_shards = 8  # soft-label shards (hosts label disjoint shards; a kill redoes unfinished ones)
     c.top_k = 20  # k' <= label_top_k teacher senones kept per frame for this student; 0 = all (dense)
@@ -281,7 +312,11 @@ def sequence_config() -> ml_collections.ConfigDict:
     c.batch_size = 16  # utterances per global batch
     c.bucket_boundaries = (256, 512)  # padded lengths in frames
     c.train = train_config()  # steps, optimizer, checkpoints (fine-tuning: small learning rate)
+    c.heldout_percent = 5  # the CE stage's held-out utterances (same hash), for the held-out LF-MMI loss
     c.train.num_epochs = 1.0  # one pass over the labelled data (44 steps of the default corpus)
+    # Held-out LF-MMI loss every 10 steps, and of the CE model before the first: the state
+    # with the lowest is the model (the CE model itself when sequence training does not help).
+    c.train.eval_every = 10
     c.train.checkpoint_every = 20
     c.train.log_every = 10
     c.train.optimizer.learning_rate = 1e-4

@@ -108,16 +108,22 @@ def oov(config, workdir: pathlib.Path) -> dict:
     return {c: facts[c]["oov_rate"] for c in records}
 
 
+TEACHERS = ("teacher_ce", "teacher_seq")  # every student is compared with both, as in the paper's Table 2
+
+
 def score_system(
     workdir: pathlib.Path, system: str, hyps_by_condition: dict, records_by_condition: dict, dc, reference
 ):
     """WER of `system`'s hypotheses per condition, with bootstrap 95 % intervals (paired with
-    `reference`'s hypotheses when it has been decoded, which adds p(improves on reference));
-    writes the hypotheses and merges the rows into results.json (process 0 of a multi-host run:
+    `reference`'s hypotheses when it has been decoded), and the bootstrap probability that it
+    improves on `reference` and on each teacher decoded before it (`p_better_than`); writes
+    the hypotheses and merges the rows into results.json (process 0 of a multi-host run:
     every process decodes the same). Returns {condition: WER}."""
     workdir = pathlib.Path(workdir)
     writes = pipeline.process_index() == 0
-    wers, details, ci, p_better = {}, {}, {}, {}
+    wers, details, ci = {}, {}, {}
+    others = [t for t in TEACHERS if t not in (system, reference) and (workdir / layout.decoded(t)).exists()]
+    p_better = {name: {} for name in ([reference] if reference else []) + others}
     for condition, (hyps, partial) in hyps_by_condition.items():
         records = records_by_condition[condition]
         refs = {r["id"]: r["text"].split() for r in records}
@@ -126,20 +132,23 @@ def score_system(
         wers[condition], details[condition] = result["wer"], result
         if writes:
             wd.write_json(workdir / layout.decoded(system) / f"{condition}.json", hyps)
-        ref_path = workdir / layout.decoded(reference or "") / f"{condition}.json"
-        if reference and ref_path.exists():
+        for other in p_better:
+            other_path = workdir / layout.decoded(other) / f"{condition}.json"
+            if not other_path.exists():
+                continue
             compared = scoring.compare(
-                refs, json.loads(ref_path.read_text()), hyps, replications=dc.bootstrap_replications
+                refs, json.loads(other_path.read_text()), hyps, replications=dc.bootstrap_replications
             )
-            ci[condition] = [compared["b"]["ci95min"], compared["b"]["ci95max"]]
-            p_better[condition] = compared["p_b_better"]
-        else:
+            p_better[other][condition] = compared["p_b_better"]
+            if other == reference:
+                ci[condition] = [compared["b"]["ci95min"], compared["b"]["ci95max"]]
+        if condition not in ci:
             alone = scoring.interval(refs, hyps, replications=dc.bootstrap_replications)
             ci[condition] = [alone["ci95min"], alone["ci95max"]]
         log.info("%s %s: WER %.2f %% (%d utterances)", system, condition, result["wer"], len(records))
     extra = {"ci": {"wer": ci}, "details": details}
-    if p_better:
-        extra["p_better_than"] = {reference: p_better}
+    if p_better := {name: p for name, p in p_better.items() if p}:
+        extra["p_better_than"] = p_better
     if writes:
         results_lib.update_results(workdir, system, {"wer": wers}, extra)
     return wers

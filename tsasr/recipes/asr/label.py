@@ -26,14 +26,16 @@ SPLITS = tuple(layout.clean(s) for s in layout.TRAIN_SPLITS)
 log = logging.getLogger(__name__)
 
 
-def run(config, workdir: pathlib.Path) -> dict:
-    """Stage `label`."""
+def run(config, workdir: pathlib.Path, teacher: str = "", labels: str = "labels") -> dict:
+    """Stage `label`: `teacher` (default student.teacher) labels the clean training data into
+    WORKDIR/`labels` (Table 2's second student has its own stage, `label_<teacher>`)."""
     cfg = config.student
+    teacher = teacher or cfg.teacher
     workdir = pathlib.Path(workdir)
-    out = workdir / "labels"
+    out = workdir / labels
     if cfg.online:
         return {"skipped": "student.online: the teacher labels inside the student's training step"}
-    model, params, norm = acoustic.load_system(workdir, cfg.teacher)
+    model, params, norm = acoustic.load_system(workdir, teacher)
     num_senones = model.config.num_senones
     k = cfg.label_top_k or num_senones  # 0 = every senone: dense targets, the k = S baseline
     if not isinstance(k, int) or not 1 <= k <= num_senones:
@@ -64,11 +66,11 @@ def run(config, workdir: pathlib.Path) -> dict:
         log.info("label: %d shards were already done (resumed)", done_before)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("label: every shard written")
-    index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": cfg.teacher})
+    index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": teacher})
     size = sum((out / f"{sl.shard_name(i)}.bin").stat().st_size for i in range(cfg.label_shards))
     total_frames = sum(v["frames"] for v in index["shards"].values())
     return {
-        "teacher": cfg.teacher,
+        "teacher": teacher,
         "k": k,
         "utterances": len(index["utterances"]),
         "frames": total_frames,

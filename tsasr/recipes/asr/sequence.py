@@ -140,7 +140,13 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     lm, den = denominator(sorted(set(key.values())), senones, phones, tree, cfg, states_of)
     by_clean = numerators(sorted(set(key.values())), senones, phones, cfg.tolerance, states_of, lm)
     table = {u: by_clean[c] for u, c in key.items()}
-    examples = [{"id": u, "features": features[u], "senones": senones[c]} for u, c in key.items()]
+    # The CE stage's held-out utterances (same hash) are held out here too: the LF-MMI loss on
+    # them every eval_every steps, from the CE model on, picks the state that is the model.
+    held = (
+        {u for u, c in key.items() if teacher_stage.heldout(c, cfg.heldout_percent)} if cfg.train.eval_every else set()
+    )
+    examples = [{"id": u, "features": features[u], "senones": senones[c]} for u, c in key.items() if u not in held]
+    heldout = [{"id": u, "features": features[u], "senones": senones[key[u]]} for u in sorted(held)]
     log_priors = np.log(np.maximum(np.load(workdir / "align" / "priors.npy"), config.decode.prior_floor))
     out = workdir / name
     wd.write_json(out / "model.json", json.loads((workdir / init / "model.json").read_text()))
@@ -156,15 +162,21 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
         jax.process_count(),
     )
     train_cfg.num_steps = loop.resolve_num_steps(train_cfg, batcher.batches_per_epoch, name)
+    dev_batches = None
+    if heldout:
+        dev = batching.Batcher(heldout, teacher_stage.batching_config(config, cfg, drop_remainder=False))
+        dev_batches = lambda: with_numerators(dev.epoch(), table)  # noqa: E731 (every host evaluates all)
     loop.train(
         train_cfg,
         model,
         make_loss_fn(model, den, log_priors, cfg),
         lambda start: with_numerators(batcher(start), table, jax.process_index()),
         str(out),
+        dev_batches=dev_batches,
     )
     summary = {
         "utterances": len(examples),
+        "heldout_utterances": len(heldout),
         "init": init,
         "den_states": den.num_states,
         "den_arcs": den.num_arcs,
@@ -172,8 +184,21 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
         "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2),
     }
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    if rows:
-        summary["loss_first_last"] = [round(rows[0]["loss"], 4), round(rows[-1]["loss"], 4)]
+    training = [r for r in rows if "loss" in r]
+    if training:
+        summary["loss_first_last"] = [round(training[0]["loss"], 4), round(training[-1]["loss"], 4)]
+    held = [r for r in rows if "dev_loss" in r]
+    if held:  # the held-out LF-MMI loss of the CE model (step 0), of the last state, and the state kept
+        best = json.loads((out / "best.json").read_text())
+        summary["heldout_loss_first_last"] = [round(held[0]["dev_loss"], 4), round(held[-1]["dev_loss"], 4)]
+        summary["best_step"] = best["step"]
+        if best["step"] == 0:
+            log.warning(
+                "%s: sequence training did not lower the held-out LF-MMI loss (%s); the model is %s as it was",
+                name,
+                " -> ".join(f"{r['dev_loss']:.4f}" for r in held),
+                init,
+            )
     return summary
 
 

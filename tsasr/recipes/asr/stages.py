@@ -16,17 +16,19 @@ import pathlib
 
 import ml_collections
 
+from data_prep import rirs_noises
 from tsasr.data import fingerprint, layout
 from tsasr.pipeline import Stage
 from tsasr.recipes.asr import grid as grid_lib
 
 
-def _lazy(module: str, function: str):
+def _lazy(module: str, function: str, **kwargs):
     """A stage function imported when the stage runs: asking a recipe for its stages (the
-    runner's --until choices, tsasr.launch) loads no JAX and no Kaldi wheel."""
+    runner's --until choices, tsasr.launch) loads no JAX and no Kaldi wheel. `kwargs` go to
+    the function after (config, workdir)."""
 
     def run(config, workdir):
-        return getattr(importlib.import_module(module), function)(config, workdir)
+        return getattr(importlib.import_module(module), function)(config, workdir, **kwargs)
 
     run.__name__ = f"{module}.{function}"
     return run
@@ -38,11 +40,12 @@ def _decode(system: str, reference: str | None, deps: tuple[str, ...]) -> Stage:
         return evaluate.decode_stage(system, reference)(config, workdir)
 
     run.__name__ = f"decode_{system}"
+    teachers = () if system.startswith("teacher") or system == "gmm" else ("decode_teacher_ce", "decode_teacher_seq")
     return Stage(
         f"decode_{system}",
         run,
         ("decode",),
-        deps=(system, "graph", "noisify", *deps),
+        deps=tuple(dict.fromkeys((system, "graph", "noisify", *deps, *teachers))),  # p vs both teachers
         outputs=(f"decode/{system}",),
         all_processes=True,  # every process loads the checkpoint (orbax synchronises them) and decodes
         kind="evaluate",
@@ -80,12 +83,77 @@ def _user_corpus(config) -> dict:
     return {split: fingerprint.manifest(path) for split, path in config.corpus.manifests.items() if path}
 
 
+# hmm fields only the graph (and the GMM's evaluation) read: changing the LM retrains nothing.
+GRAPH_ONLY_HMM_FIELDS = ("lm_order", "lm_text", "lm_arpa", "gmm_baseline")
+
+
+def _user_lexicon(config) -> dict:
+    """The content of the user's lexicon file (hmm.lexicon), read by `align` and `graph`."""
+    return {"lexicon": fingerprint.file(config.hmm.lexicon)} if config.hmm.get("lexicon") else {}
+
+
+def _user_lm(config) -> dict:
+    """The contents of the lexicon, ARPA LM and LM text files the graph is built from."""
+    found = _user_lexicon(config)
+    if config.hmm.get("lm_arpa"):
+        found["lm_arpa"] = fingerprint.file(config.hmm.lm_arpa)
+    for i, path in enumerate(config.hmm.get("lm_text", ())):
+        found[f"lm_text/{i}"] = fingerprint.file(path)
+    return found
+
+
 def _user_noise(config) -> dict:
     return {"musan": fingerprint.directory(config.noise.musan_dir)} if config.noise.source == "musan" else {}
 
 
 def _user_test_conditions(config) -> dict:
-    return {name: fingerprint.manifest(path) for name, path in config.noisify.test_manifests.items() if path}
+    """Fingerprints of real test recordings and of the room responses (noisify.rirs_dir) drawn from."""
+    found = {name: fingerprint.manifest(path) for name, path in config.noisify.test_manifests.items() if path}
+    if config.noisify.rirs_dir:
+        root = rirs_noises.root_of(config.noisify.rirs_dir)
+        for subset in config.noisify.rirs_subsets:
+            found[f"rirs/{subset}"] = fingerprint.directory(root / rirs_noises.SUBSETS.get(subset, subset))
+    return found
+
+
+def second_student_name(config) -> str:
+    """The system of Table 2's second CE student (labelled by student.second_teacher), or ''."""
+    second = config.student.get("second_teacher", "")
+    return f"student_ce_from_{second}" if second and second != config.student.teacher else ""
+
+
+def second_student(config) -> tuple[Stage, ...]:
+    """Table 2's other CE student: the same student recipe on student.second_teacher's labels
+    (the paper trains one on the CE teacher's labels and one on the sequence-trained
+    teacher's). Its own label stage and directory; nothing else depends on it."""
+    name = second_student_name(config)
+    if not name:
+        return ()
+    teacher = config.student.second_teacher
+    labels = f"labels_{teacher}"
+    label_keys = ("student.second_teacher", "student.label_top_k", "student.label_shards", "student.online")
+    return (
+        Stage(
+            f"label_{teacher}",
+            _lazy(f"{_ASR}.label", "run", teacher=teacher, labels=labels),
+            label_keys,
+            deps=("teacher_ce", "teacher_seq"),
+            outputs=(labels,),
+            all_processes=True,
+            version=2,
+        ),
+        Stage(
+            name,
+            _lazy(f"{_ASR}.student", "run", name=name, teacher=teacher, labels=labels),
+            ("seed", "student"),
+            deps=(f"label_{teacher}", "noisify", "teacher_seq"),
+            outputs=(name,),
+            all_processes=True,
+            version=2,
+            kind="train",
+        ),
+        _decode(name, teacher, (f"decode_{teacher}",)),
+    )
 
 
 def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
@@ -107,18 +175,27 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input", "corpus.min_level_db"),
             deps=("corpus", "noise"),
             outputs=("noisy",),
-            version=2,  # RIR tails drawn for their own samples only, noise gains applied to the responses
+            version=3,  # copies of sources below 16 kHz kept to their band (2: RIR tails, noise gains on responses)
             inputs=_user_test_conditions,
         ),
         Stage(
             "align",
             _lazy("tsasr.hmm.stages", "align"),
-            ("hmm",),
+            tuple(f"hmm.{field}" for field in config.hmm if field not in GRAPH_ONLY_HMM_FIELDS),
             deps=("corpus",),
             outputs=("lang", "align"),
             version=2,
+            inputs=_user_lexicon,
         ),
-        Stage("graph", _lazy("tsasr.hmm.stages", "graph"), ("hmm",), deps=("align",), outputs=("graph",), version=2),
+        Stage(
+            "graph",
+            _lazy("tsasr.hmm.stages", "graph"),
+            ("hmm",),
+            deps=("align",),
+            outputs=("graph",),
+            version=2,
+            inputs=_user_lm,
+        ),
         Stage(
             "gmm",
             _lazy(f"{_ASR}.evaluate", "gmm"),
@@ -176,6 +253,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
     students = (
         _train("student_ce", "student.run", ("seed", "student"), ("label", "noisify", "teacher_seq"), 2),
         _decode("student_ce", student_reference, (f"decode_{student_reference}",)),
+        *second_student(config),
         _train("student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3),
         _decode("student_seq", "teacher_seq", ("decode_teacher_seq",)),
         _train(

@@ -88,28 +88,29 @@ def add_hard_labels(examples: list[dict], records: list[dict], alignments) -> in
     return labelled
 
 
-def run(config, workdir: pathlib.Path) -> dict:
-    """Training stage `student_ce`."""
+def run(config, workdir: pathlib.Path, name: str = "student_ce", teacher: str = "", labels: str = "labels") -> dict:
+    """Training stage `student_ce` (or Table 2's second student, `name`, on `teacher`'s `labels`)."""
     cfg = config.student
+    teacher_name = teacher or cfg.teacher
     workdir = pathlib.Path(workdir)
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
-    features = acoustic.compute_features(records, "student_ce: noisy features")
+    features = acoustic.compute_features(records, f"{name}: noisy features")
     train = [r for r in records if not teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
     held = [r for r in records if teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
-    norm = acoustic.normalisation({r["id"]: features[r["id"]] for r in train})
+    norm = acoustic.normalisation({r["id"]: features[r["id"]] for r in train}, cfg.utterance_mean)
     features = acoustic.normalise(features, norm)
     frozen, teacher = None, None
     if cfg.online:
-        teacher_model, frozen, teacher_norm = acoustic.load_system(workdir, cfg.teacher)
+        teacher_model, frozen, teacher_norm = acoustic.load_system(workdir, teacher_name)
         num_senones = teacher_model.config.num_senones
         top_k = cfg.top_k or num_senones
         sl.validate_k_temperature(top_k, cfg.temperature, num_senones)
         teacher = label_lib.teacher_top_k(teacher_model, top_k)
         clean_records = [r for split in CLEAN_SPLITS for r in acoustic.read(workdir, split)]
-        clean = acoustic.normalise(acoustic.compute_features(clean_records, "student_ce: clean features"), teacher_norm)
+        clean = acoustic.normalise(acoustic.compute_features(clean_records, f"{name}: clean features"), teacher_norm)
         examples, heldout_examples = online_examples(train, features, clean), online_examples(held, features, clean)
     else:
-        reader = sl.SoftLabelReader(workdir / "labels")
+        reader = sl.SoftLabelReader(workdir / labels)
         num_senones = reader.num_senones
         top_k = cfg.top_k or num_senones  # 0 = every senone (dense targets)
         examples = soft_examples(train, features, reader, top_k, cfg.temperature)
@@ -125,7 +126,8 @@ def run(config, workdir: pathlib.Path) -> dict:
         summary_extra["hard_labelled_utterances"] = add_hard_labels(examples, train, alignments)
         add_hard_labels(heldout_examples, held, alignments)
         log.info(
-            "student_ce: hard labels (weight %g) on %d of %d training utterances",
+            "%s: hard labels (weight %g) on %d of %d training utterances",
+            name,
             cfg.hard_weight,
             summary_extra["hard_labelled_utterances"],
             len(examples),
@@ -142,11 +144,11 @@ def run(config, workdir: pathlib.Path) -> dict:
         )
 
     data = teacher_stage.TrainingSet(examples, heldout_examples, norm, num_senones)
-    summary = teacher_stage.fit(config, cfg, workdir, "student_ce", data, make_loss=make_loss, frozen=frozen)
+    summary = teacher_stage.fit(config, cfg, workdir, name, data, make_loss=make_loss, frozen=frozen)
     summary.update(
         top_k=top_k,
         temperature=cfg.temperature,
-        teacher=cfg.teacher,
+        teacher=teacher_name,
         online=bool(cfg.online),
         hard_weight=float(cfg.hard_weight),
         **summary_extra,

@@ -129,7 +129,9 @@ def run(config, workdir: pathlib.Path) -> dict:
     records = [r for split in student.SPLITS for r in acoustic.read(workdir, split)]
     features = acoustic.compute_features(records, "sweep: noisy features")
     is_held = {r["id"]: teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent) for r in records}
-    norm = acoustic.normalisation({r["id"]: features[r["id"]] for r in records if not is_held[r["id"]]})
+    norm = acoustic.normalisation(
+        {r["id"]: features[r["id"]] for r in records if not is_held[r["id"]]}, config.student.utterance_mean
+    )
     features = acoustic.normalise(features, norm)
     # Every member reads the same examples at the stored K; its k and T select targets in the step.
     examples = student.soft_examples([r for r in records if not is_held[r["id"]]], features, reader, reader.k, 1.0)

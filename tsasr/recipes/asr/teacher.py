@@ -135,7 +135,7 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
         )
     features = acoustic.compute_features(aligned, f"{name}: features")
     train_ids = [r["id"] for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
-    norm = acoustic.normalisation({u: features[u] for u in train_ids})
+    norm = acoustic.normalisation({u: features[u] for u in train_ids}, cfg.utterance_mean)
     features = acoustic.normalise(features, norm)
     examples = {False: [], True: []}
     for r in aligned:
