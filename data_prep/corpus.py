@@ -127,12 +127,12 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
     return summarise(out)
 
 
-def summarise(out: pathlib.Path) -> dict:
+def summarise(out: pathlib.Path, splits: tuple[str, ...] = SPLITS) -> dict:
     """Hours, utterances, speakers, words (tokens), vocabulary (distinct words) and the source
     sample rates (utterances per rate) per split, from the written manifests; one warning when
     the splits' rates differ."""
     summary = {}
-    for split in SPLITS:
+    for split in splits:
         records = manifest.read_manifest(out / f"{split}.jsonl")
         # Manifests written before the rate was recorded hold the built-in corpus: 16 kHz.
         rates = collections.Counter(int(r.get("sample_rate", tts.TARGET_RATE_HZ)) for r in records)
@@ -156,17 +156,22 @@ def summarise(out: pathlib.Path) -> dict:
     return summary
 
 
-def import_manifests(cfg, out: pathlib.Path, workers: int, manifests: dict | None = None) -> dict:
+def import_manifests(
+    cfg, out: pathlib.Path, workers: int, manifests: dict | None = None, extra: dict | None = None
+) -> dict:
     """Runner stage `corpus` with corpus.source='manifest': every split's manifest (cfg.manifests,
-    or `manifests` when given) validated (data_prep.user_corpus) and written to OUT."""
+    or `manifests` when given) and every extra clean test set (`extra`: {name: manifest}, written
+    as test_<name>) validated (data_prep.user_corpus) and written to OUT."""
     manifests = dict(cfg.manifests) if manifests is None else manifests
-    summary_skips = {}
     for split in SPLITS:
-        path = manifests.get(split)
-        if not path:
+        if not manifests.get(split):
             raise user_corpus.BadInputError(
                 f"corpus.manifests.{split} is not set (corpus.source='manifest' needs all of {', '.join(SPLITS)})"
             )
+    sources = {split: manifests[split] for split in SPLITS}
+    sources.update({f"{layout.TEST}_{name}": path for name, path in (extra or {}).items()})
+    summary_skips = {}
+    for split, path in sources.items():
         good, skipped = user_corpus.validate(
             pathlib.Path(path).expanduser(),
             labelled=split != "train_unlabelled",
@@ -185,7 +190,7 @@ def import_manifests(cfg, out: pathlib.Path, workers: int, manifests: dict | Non
         if skipped:
             log.warning("%s: skipped %d items: %s", split, sum(skipped.values()), dict(skipped))
     parallel.reset(out / ".parts")
-    summary = summarise(out)
+    summary = summarise(out, tuple(sources))
     for split, skips in summary_skips.items():
         summary[split]["skipped"] = skips
     return summary
@@ -197,11 +202,14 @@ def run(config, workdir: pathlib.Path) -> dict:
     cfg = config.corpus
     if cfg.source == "builtin":
         return build_builtin(cfg, config.seed, out, config.workers)
+    extra = layout.extra_tests(cfg.extra_tests)
     if cfg.source == "manifest":
-        return import_manifests(cfg, out, config.workers)
+        return import_manifests(cfg, out, config.workers, extra=extra)
     if cfg.source == "librispeech":
-        paths = librispeech.write_manifests(cfg.librispeech.dir, librispeech_subsets(cfg), out / "librispeech")
-        return import_manifests(cfg, out, config.workers, paths)
+        subsets = {**librispeech_subsets(cfg), **{f"{layout.TEST}_{n}": s.replace("+", ",") for n, s in extra.items()}}
+        paths = librispeech.write_manifests(cfg.librispeech.dir, subsets, out / "librispeech")
+        extra = {name: paths[f"{layout.TEST}_{name}"] for name in extra}
+        return import_manifests(cfg, out, config.workers, paths, extra)
     raise ValueError(f"corpus.source must be 'builtin', 'manifest' or 'librispeech', not {cfg.source!r}")
 
 

@@ -4,9 +4,9 @@
 Run:      python -m tsasr.run experiments/librispeech_100_860.py \\
               --config.corpus.librispeech.dir=/data/LibriSpeech --config.noise.musan_dir=/data/musan
 Data:     LibriSpeech (openslr.org/12) unpacked: train-clean-100/, train-clean-360/, train-other-500/,
-          dev-clean/, test-clean/; MUSAN (openslr.org/17) with music/, noise/, speech/. Nothing is
-          downloaded by tsasr. The test conditions are test-clean and its noisy and re-recorded
-          copies (test-other is not a condition of the asr recipe yet).
+          dev-clean/, test-clean/, test-other/; MUSAN (openslr.org/17) with music/, noise/,
+          speech/. Nothing is downloaded by tsasr. The test conditions are test-clean, its noisy
+          and re-recorded copies, and test-other (condition `other`, clean only).
 Optional: the LibriSpeech LM resources (openslr.org/11) as vocabulary and LM, instead of the
           trigram of the 100 h transcripts (which leave a few % of test-clean's words out of
           the vocabulary; the `oov` stage reports it): --config.hmm.lexicon=/data/librispeech-lexicon.txt
@@ -37,6 +37,7 @@ def get_config():
     config.name = "librispeech_100_860"
     config.corpus.source = "librispeech"  # corpus.librispeech.dir from the command line
     config.corpus.min_duration = 0.5
+    config.corpus.extra_tests = "other=test-other"  # scored as condition `other` beside test-clean
     config.noise.source = "musan"  # noise.musan_dir from the command line
     config.hmm.num_senones = 3000  # a LibriSpeech-size tree (the built-in corpus uses 800)
     config.hmm.mono_gaussians = 2000

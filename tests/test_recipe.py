@@ -187,3 +187,23 @@ def test_oov_rate_of_every_test_condition(recipe):
         assert report["oov"]["summary"][condition] == results["conditions"][condition]["oov_rate"]
     hand = evaluate.out_of_vocabulary([{"text": "play jazz now"}, {"text": "play zydeco"}], {"play", "jazz", "now"})
     assert (hand["words"], hand["oov_words"], hand["oov_rate"], hand["most_frequent_oov"]) == (5, 1, 20.0, ["zydeco"])
+
+
+def test_an_extra_test_set_is_scored_as_its_own_condition(recipe, tmp_path):
+    """A fourth condition from corpus.extra_tests: here the clean test set again under another
+    name, so its WER must equal the clean condition's exactly; results.md gets its column."""
+    import shutil
+
+    from tsasr.evaluate import report
+    from tsasr.recipes.asr import REPORT, evaluate
+
+    from conftest import tiny_config
+
+    workdir = tmp_path / "run"
+    shutil.copytree(recipe[0], workdir)
+    shutil.copy(workdir / "corpus" / "test.jsonl", workdir / "corpus" / "test_again.jsonl")
+    config = tiny_config(**{"corpus.extra_tests": "again=unused", "decode.bootstrap_replications": 50})
+    wers = evaluate.decode_stage("teacher_ce", None)(config, workdir)["wer"]
+    assert set(wers) == {"clean", "noisy", "rerecorded", "again"}
+    assert wers["again"] == wers["clean"]
+    assert "WER (%) again" in report.results_table(json.loads((workdir / "results.json").read_text()), REPORT)

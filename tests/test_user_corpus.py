@@ -202,6 +202,7 @@ def _librispeech(root):
         ("train-clean-100", "19", "198"): ["19-198-0000 NORTHANGER ABBEY", "19-198-0001 THIS LITTLE WORK WAS FINISHED"],
         ("train-clean-100", "26", "495"): ["26-495-0000 IT'S A FINE DAY"],
         ("dev-clean", "84", "121123"): ["84-121123-0000 GO DO YOU HEAR"],
+        ("test-other", "1688", "142285"): ["1688-142285-0000 THERE'S IRON THEY SAY"],
     }
     for (subset, speaker, chapter), texts in lines.items():
         folder = root / subset / speaker / chapter
@@ -227,11 +228,57 @@ def test_librispeech_layout_becomes_the_corpus(tmp_path):
     config.corpus.source = "librispeech"
     config.corpus.librispeech.dir = str(root)
     config.corpus.librispeech.update(
-        {"train_labelled": "train-clean-100", "train_unlabelled": "train-clean-100", "dev": "dev-clean", "test": "dev-clean"}
+        {
+            "train_labelled": "train-clean-100",
+            "train_unlabelled": "train-clean-100",
+            "dev": "dev-clean",
+            "test": "dev-clean",
+        }
     )
     config.workers = 1
     summary = corpus.run(config, tmp_path / "work")
     assert summary["train_labelled"]["utterances"] == 3 and summary["dev"]["utterances"] == 1
     assert summary["train_labelled"]["speakers"] == 2 and summary["train_labelled"]["words"] == 11
-    with pytest.raises(FileNotFoundError, match="test-other.*not found"):
-        librispeech.read_subset(root, "test-other")
+    with pytest.raises(FileNotFoundError, match="dev-other.*not found"):
+        librispeech.read_subset(root, "dev-other")
+
+
+def test_librispeech_test_other_is_an_extra_test_condition(tmp_path):
+    """corpus.extra_tests=other=test-other: the subset goes through the same checks into
+    corpus/test_other.jsonl and is scored as its own condition, `other`, beside clean/noisy/
+    rerecorded (LibriSpeech's test-clean and test-other)."""
+    from tsasr.data import layout
+    from tsasr.recipes.asr import checks, evaluate
+
+    root = _librispeech(tmp_path / "LibriSpeech")
+    config = base_config()
+    config.corpus.source = "librispeech"
+    config.corpus.librispeech.dir = str(root)
+    config.corpus.librispeech.update(
+        {
+            "train_labelled": "train-clean-100",
+            "train_unlabelled": "train-clean-100",
+            "dev": "dev-clean",
+            "test": "dev-clean",
+        }
+    )
+    config.corpus.extra_tests = "other=test-other"
+    config.workers = 1
+    assert checks.problems(config) == []
+    summary = corpus.run(config, tmp_path / "work")
+    assert summary["test_other"]["utterances"] == 1 and summary["test_other"]["speakers"] == 1
+    assert evaluate.conditions(config) == ("clean", "noisy", "rerecorded", "other")
+    assert layout.condition("other") == "corpus/test_other.jsonl"
+    found = evaluate.test_sets(tmp_path / "work", evaluate.conditions(config))
+    assert [r["text"] for r in found["other"][1]] == ["there's iron they say"]
+    assert [r["id"] for r in found["clean"][1]] == ["84-121123-0000"]
+
+    config.corpus.extra_tests = "other=test-other+dev-other"
+    assert checks.problems(config) == [
+        f"{root / 'dev-other'}: LibriSpeech subset of corpus.extra_tests 'other' not found"
+    ]
+    for bad, message in (("other", "is not 'name=source'"), ("noisy=test-other", "is taken")):
+        config.corpus.extra_tests = bad
+        assert message in checks.problems(config)[0]
+    config.corpus.source, config.corpus.extra_tests = "builtin", "other=x.jsonl"
+    assert "built-in corpus has one test set" in checks.problems(config)[0]

@@ -30,6 +30,27 @@ CONDITIONS = {
 }
 
 
+def extra_tests(spec: str) -> dict[str, str]:
+    """config.corpus.extra_tests, 'name=source,name2=source2', as {name: source}: more clean
+    test sets, each scored as its own condition `name` from corpus/test_<name>.jsonl (e.g.
+    LibriSpeech's test-other beside test-clean). `source` is a manifest (corpus.source=
+    'manifest') or LibriSpeech subsets joined by '+' (corpus.source='librispeech')."""
+    out = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        name, sep, source = (x.strip() for x in item.partition("="))
+        if not sep or not name.isidentifier() or not source:
+            raise ValueError(f"corpus.extra_tests: {item!r} is not 'name=source' (name a word, e.g. other=test-other)")
+        if name in CONDITIONS or name in out:
+            raise ValueError(f"corpus.extra_tests: the condition name {name!r} is taken")
+        out[name] = source
+    return out
+
+
+def condition(name: str) -> str:
+    """The manifest of test condition `name`: one of CONDITIONS, or an extra clean test set."""
+    return CONDITIONS.get(name, f"{CORPUS}/{TEST}_{name}.jsonl")
+
+
 def clean(split: str) -> str:
     """The clean manifest of `split`, relative to the workdir."""
     return f"{CORPUS}/{split}.jsonl"

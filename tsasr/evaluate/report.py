@@ -56,31 +56,39 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _conditions(results: dict, spec: ReportSpec) -> tuple[str, ...]:
+    """The spec's conditions, then any other condition a system was scored on (e.g. a user's
+    extra test set), in name order."""
+    scored = {c for entry in results.get("systems", {}).values() for c in entry.get(spec.primary.name, {})}
+    return tuple(spec.conditions) + tuple(sorted(scored - set(spec.conditions)))
+
+
 def results_table(results: dict, spec: ReportSpec) -> str:
     """Markdown: each metric per system and condition (with its 95 % interval), and the primary
     metric's change relative to the first scored reference."""
+    conditions = _conditions(results, spec)
     systems = results.get("systems", {})
     if not systems:
         return "No system has been scored yet.\n"
     reference = next((r for r in spec.references if r in results.get("relative_to", {})), None)
     relative = results.get("relative_to", {}).get(reference, {}).get(spec.primary.name, {}) if reference else {}
     metrics = [m for m in spec.metrics if any(m.name in e for e in systems.values())]
-    header = [f"{m.label} {c}" for m in metrics for c in spec.conditions]
-    header += [f"rel. {c} (%)" for c in spec.conditions] if reference else []
+    header = [f"{m.label} {c}" for m in metrics for c in conditions]
+    header += [f"rel. {c} (%)" for c in conditions] if reference else []
     lines = ["| system | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
     for name in _ordered(spec, systems):
         cells = []
         for metric in metrics:
             values = systems[name].get(metric.name, {})
             intervals = systems[name].get("ci", {}).get(metric.name, {})
-            for c in spec.conditions:
+            for c in conditions:
                 cell = _fmt(values.get(c), f".{metric.digits}f")
                 if c in intervals:
                     low, high = intervals[c]
                     cell += f" [{low:.{max(metric.digits - 1, 0)}f}, {high:.{max(metric.digits - 1, 0)}f}]"
                 cells.append(cell)
         if reference:
-            cells += [_fmt(relative.get(name, {}).get(c), "+.1f") for c in spec.conditions]
+            cells += [_fmt(relative.get(name, {}).get(c), "+.1f") for c in conditions]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = f"\n`rel.` is the relative change of {spec.primary.name} against `{reference}`.\n" if reference else ""
     return "\n".join(lines) + "\n" + note
@@ -197,6 +205,7 @@ def _plot_training_curves(workdir: pathlib.Path, spec: ReportSpec, out: pathlib.
 def _plot_metric(results: dict, spec: ReportSpec, metric: Metric, out: pathlib.Path) -> str | None:
     """Bars per system and condition with the 95 % intervals as error bars."""
     plt = pyplot()
+    conditions = _conditions(results, spec)
     systems = results.get("systems", {})
     names = [n for n in _ordered(spec, systems) if systems[n].get(metric.name)]
     if not names:
@@ -204,19 +213,19 @@ def _plot_metric(results: dict, spec: ReportSpec, metric: Metric, out: pathlib.P
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        values = np.array([systems[name][metric.name].get(c, np.nan) for c in spec.conditions])
+        values = np.array([systems[name][metric.name].get(c, np.nan) for c in conditions])
         intervals = systems[name].get("ci", {}).get(metric.name, {})
-        low = np.array([values[j] - intervals[c][0] if c in intervals else 0.0 for j, c in enumerate(spec.conditions)])
-        high = np.array([intervals[c][1] - values[j] if c in intervals else 0.0 for j, c in enumerate(spec.conditions)])
+        low = np.array([values[j] - intervals[c][0] if c in intervals else 0.0 for j, c in enumerate(conditions)])
+        high = np.array([intervals[c][1] - values[j] if c in intervals else 0.0 for j, c in enumerate(conditions)])
         ax.bar(
-            np.arange(len(spec.conditions)) + i * width,
+            np.arange(len(conditions)) + i * width,
             values,
             width,
             yerr=np.maximum(np.stack([low, high]), 0.0),
             capsize=2,
             label=name,
         )
-    ax.set_xticks(np.arange(len(spec.conditions)) + 0.4 - width / 2, spec.conditions)
+    ax.set_xticks(np.arange(len(conditions)) + 0.4 - width / 2, conditions)
     ax.set_ylabel(metric.label)
     ax.set_title("error bars: 95 % intervals", fontsize=8)
     ax.legend(fontsize=8)

@@ -230,7 +230,9 @@ def train(
         total=config.num_steps,
         initial=start_step,
         unit="step",
-        disable=not config.progress_bar or jax.process_index() != 0,
+        # None: tqdm's own rule, no bar when stderr is not a terminal (a redirected or SLURM log
+        # gets the metrics lines, not thousands of carriage-return updates).
+        disable=None if config.progress_bar and jax.process_index() == 0 else True,
     )
     pending = []  # (step, ids, device measurements) not yet checked on the host.
     window = []  # Host measurements since the last metrics line.

@@ -44,6 +44,7 @@ def problems(config) -> list[str]:
                         found.append(
                             f"{root / subset.strip()}: LibriSpeech subset of corpus.librispeech.{split} not found"
                         )
+    found += _extra_test_problems(config)
     if config.noise.source == "musan":
         root = pathlib.Path(config.noise.musan_dir).expanduser()
         if not config.noise.musan_dir or not root.is_dir():
@@ -56,4 +57,27 @@ def problems(config) -> list[str]:
     found += external.problems(config.hmm)
     if config.noisify.rirs_dir:
         found += rirs_noises.problems(config.noisify.rirs_dir, tuple(config.noisify.rirs_subsets))
+    return found
+
+
+def _extra_test_problems(config) -> list[str]:
+    """corpus.extra_tests: well-formed, and each source found."""
+    try:
+        extra = layout.extra_tests(config.corpus.extra_tests)
+    except ValueError as err:
+        return [str(err)]
+    if extra and config.corpus.source == "builtin":
+        return [
+            "corpus.extra_tests: the built-in corpus has one test set; extra ones need corpus.source "
+            "'manifest' or 'librispeech'"
+        ]
+    found = []
+    for name, source in extra.items():
+        if config.corpus.source == "manifest" and not pathlib.Path(source).expanduser().is_file():
+            found.append(f"{source}: corpus.extra_tests {name!r} manifest not found")
+        if config.corpus.source == "librispeech":
+            root = pathlib.Path(config.corpus.librispeech.dir).expanduser()
+            for subset in filter(None, (s.strip() for s in source.split("+"))):
+                if root.is_dir() and not (root / subset).is_dir():
+                    found.append(f"{root / subset}: LibriSpeech subset of corpus.extra_tests {name!r} not found")
     return found

@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
             "test": "test-clean",
         }
     )
+    # More clean test sets, each its own condition: 'name=source,...' (a manifest, or LibriSpeech
+    # subsets joined by '+'), e.g. other=test-other; written to corpus/test_<name>.jsonl.
+    corpus.extra_tests = ""
     corpus.min_duration = 0.3  # seconds; shorter files are bad input
     corpus.min_level_db = -60.0  # dBFS; a file whose loudest 25 ms frame is quieter is near-silent, bad input
     corpus.alphabet = "[a-z' ]"  # characters allowed in transcripts (after lower-casing)
@@ -260,6 +263,9 @@ def ce_config() -> ml_collections.ConfigDict:
     c.bucket_boundaries = (256, 512)  # padded lengths in frames (each is one compilation)
     c.heldout_percent = 5  # share of training utterances held out for frame accuracy
     c.utterance_mean = True  # subtract each utterance's mean LFBE before global mean/variance (Kaldi's CMN)
+    c.input = "memory"  # or 'stream': ArrayRecord shards in WORKDIR/records/<stage>/, LFBE in the step, memory O(batch)
+    c.record_shards = 8  # input='stream': ArrayRecord shards (hosts read disjoint ones; a multiple of the hosts)
+    c.loader_workers = 0  # input='stream': Grain worker processes (0: threads in this process); same batches
     c.train = train_config()  # steps, optimizer, checkpoints, precision (tsasr/train/config.py)
     c.train.num_epochs = 4.5  # passes over the labelled data (184 steps on the default corpus): scales with the data
     c.train.eval_every = 50  # held-out loss and frame accuracy every 50 steps; the best state is the model

@@ -44,15 +44,20 @@ def _test_features(path: pathlib.Path, records: list[dict]) -> dict[str, np.ndar
     return _TEST_FEATURES[key]
 
 
+def conditions(config) -> tuple[str, ...]:
+    """The test conditions to score: decode.conditions, then the corpus's extra clean test sets."""
+    return tuple(config.decode.conditions) + tuple(layout.extra_tests(config.corpus.extra_tests))
+
+
 def test_sets(workdir: pathlib.Path, conditions) -> dict[str, tuple[pathlib.Path, list[dict]]]:
     """condition -> (manifest, records with a transcript) for each configured condition present."""
     out = {}
     for condition in conditions:
-        path = pathlib.Path(workdir) / layout.CONDITIONS[condition]
+        path = pathlib.Path(workdir) / layout.condition(condition)
         if not path.exists():
             log.info("no %s manifest at %s; not scored", condition, path)
             continue
-        out[condition] = (path, [r for r in acoustic.read(workdir, layout.CONDITIONS[condition]) if r.get("text")])
+        out[condition] = (path, [r for r in acoustic.read(workdir, layout.condition(condition)) if r.get("text")])
     return out
 
 
@@ -102,7 +107,7 @@ def report_vocabulary(workdir: pathlib.Path, records_by_condition: dict) -> None
 def oov(config, workdir: pathlib.Path) -> dict:
     """Evaluation stage `oov`: the share of each test condition's reference words that the
     decoding vocabulary lacks (no system can recognise them), logged and in results.json."""
-    records = {c: r for c, (_, r) in test_sets(workdir, config.decode.conditions).items()}
+    records = {c: r for c, (_, r) in test_sets(workdir, conditions(config)).items()}
     report_vocabulary(workdir, records)
     facts = results_lib.read(workdir).get("conditions", {})
     return {c: facts[c]["oov_rate"] for c in records}
@@ -161,7 +166,7 @@ def decode_network(config, workdir: pathlib.Path, system: str, model, params, no
     graph = decoder_lib.Graph.load(workdir / "graph")
     dc = config.decode
     hyps, records = {}, {}
-    for condition, (path, condition_records) in test_sets(workdir, dc.conditions).items():
+    for condition, (path, condition_records) in test_sets(workdir, conditions(config)).items():
         feats = acoustic.normalise(_test_features(path, condition_records), norm)
         posts = acoustic.log_posteriors(model, params, feats)
         loglikes = {u: decoder_lib.pseudo_log_likelihoods(p, priors, dc.prior_floor) for u, p in posts.items()}
@@ -227,7 +232,7 @@ def gmm(config, workdir: pathlib.Path) -> dict:
             for candidate in dc.gmm_acoustic_scales:
                 tuning[str(candidate)] = scoring.wer(refs, decode(pool, dev_loglikes, candidate)[0])["wer"]
             scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
-        for condition, (_, condition_records) in test_sets(workdir, dc.conditions).items():
+        for condition, (_, condition_records) in test_sets(workdir, conditions(config)).items():
             hyps[condition] = decode(pool, score(condition_records), scale)
             records[condition] = condition_records
     log.info("gmm: %d decoding workers; seconds %s", workers, json.dumps({k: round(v, 1) for k, v in seconds.items()}))

@@ -57,15 +57,22 @@ _ASR = "tsasr.recipes.asr"
 SEQUENCE_KEYS = ("seed", "sequence", "decode.prior_floor")
 
 
-def _train(name: str, function: str, config_keys: tuple[str, ...], deps: tuple[str, ...], version: int) -> Stage:
-    """A training stage of the recipe: run on every process, owning WORKDIR/<name>."""
+def _train(
+    name: str,
+    function: str,
+    config_keys: tuple[str, ...],
+    deps: tuple[str, ...],
+    version: int,
+    outputs: tuple[str, ...] = (),
+) -> Stage:
+    """A training stage of the recipe: run on every process, owning WORKDIR/<name> (and `outputs`)."""
     module, function = function.rsplit(".", 1)
     return Stage(
         name,
         _lazy(f"{_ASR}.{module}", function),
         config_keys,
         deps=deps,
-        outputs=(name,),
+        outputs=(name, *outputs),
         all_processes=True,
         version=version,
         kind="train",
@@ -218,7 +225,8 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
     )
     # Training stages' versions went up (CE 2, LF-MMI 3) when decoding moved to the decode_ stages.
     teacher = (
-        _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2),
+        # records/<stage>: the training set streamed with teacher.input='stream' (absent otherwise)
+        _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2, ("records/teacher_ce",)),
         _decode("teacher_ce", "gmm", ("gmm",)),
         _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3),
         _decode("teacher_seq", "teacher_ce", ("decode_teacher_ce",)),
@@ -262,6 +270,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("seed", "baselines", "teacher"),
             ("align", "noisify", "teacher_ce"),
             2,
+            ("records/multicondition_ce",),
         ),
         _decode("multicondition_ce", "teacher_ce", ("decode_teacher_ce",)),
         _train(

@@ -91,6 +91,8 @@ def add_hard_labels(examples: list[dict], records: list[dict], alignments) -> in
 def run(config, workdir: pathlib.Path, name: str = "student_ce", teacher: str = "", labels: str = "labels") -> dict:
     """Training stage `student_ce` (or Table 2's second student, `name`, on `teacher`'s `labels`)."""
     cfg = config.student
+    if cfg.input != "memory":
+        raise ValueError(f"student.input={cfg.input!r} is not supported yet: the student trains from host memory")
     teacher_name = teacher or cfg.teacher
     workdir = pathlib.Path(workdir)
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]

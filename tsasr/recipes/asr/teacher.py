@@ -5,6 +5,11 @@ Read top to bottom: features -> normalisation -> examples -> train -> held-out e
 `fit` trains any acoustic model on prepared examples (the student's stage calls it with soft
 targets); `train_frame_ce` is the teacher's recipe, which the multi-condition baseline runs on
 noisy data. Decoding is an evaluation stage of its own (tsasr.recipes.asr.evaluate).
+
+With `input='stream'` the training set is not held in memory: its audio and alignments are
+written once as ArrayRecord shards (WORKDIR/records/<stage>/, tsasr.data.records), read by a
+Grain loader (tsasr.data.loader) and turned into normalised LFBE inside the jitted step
+(tsasr.audio.device_features); the small held-out set stays in memory as features.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import ml_collections
 import numpy as np
 
 from tsasr import workdir as wd
+from tsasr.audio import device_features
 from tsasr.data import batching
 from tsasr.data import layout
+from tsasr.data import loader as loader_lib
+from tsasr.data import records as records_lib
 from tsasr.models import build_model
 from tsasr.recipes.asr import acoustic
 from tsasr.recipes.asr import objectives
@@ -30,6 +38,7 @@ from tsasr.train import loop
 from tsasr.train import step as step_lib
 
 log = logging.getLogger(__name__)
+INPUTS = ("memory", "stream")  # a training section's `input`: features in host memory, or streamed records
 
 
 def heldout(utt_id: str, percent: int) -> bool:
@@ -40,12 +49,14 @@ def heldout(utt_id: str, percent: int) -> bool:
 @dataclasses.dataclass
 class TrainingSet:
     """What a stage prepared for `fit`: normalised examples (acoustic.BATCH_KEYS), the held-out
-    ones, the normalisation they were made with, and the size of the output layer."""
+    ones, the normalisation they were made with, and the size of the output layer. With `stream`
+    the training examples are its batches of audio instead (`examples` is empty)."""
 
     examples: list[dict]
     heldout: list[dict]
     norm: dict
     num_senones: int
+    stream: loader_lib.Loader | None = None
 
 
 def batching_config(config, cfg, **options) -> batching.BatchingConfig:
@@ -64,6 +75,19 @@ def frame_loss(model, train_cfg, **options) -> Callable:
     return objectives.make_loss_fn(
         model, model.config.subsampling, step_lib.compute_dtype(train_cfg.compute_dtype), **options
     )
+
+
+def on_audio_or_features(loss_fn: Callable, norm: dict) -> Callable:
+    """`loss_fn` on streamed batches (`audio`: normalised LFBE computed in the step,
+    device_features.on_audio) and on in-memory ones (`features`: the held-out set), so one loss
+    serves training and the dev evaluation of tsasr.train.loop. The branch is on the batch's keys,
+    fixed when the step is traced."""
+    streamed = device_features.on_audio(loss_fn, norm)
+
+    def loss(params, batch, rng, train=True, **frozen):
+        return (streamed if "audio" in batch else loss_fn)(params, batch, rng, train, **frozen)
+
+    return loss
 
 
 def fit(
@@ -89,19 +113,29 @@ def fit(
     wd.write_json(out / "norm.json", data.norm)
     train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
     train_cfg.seed = int(config.seed)
-    train_cfg.feature_dim = int(data.examples[0]["features"].shape[1])
-    batcher = batching.Batcher(data.examples, batching_config(config, cfg), jax.process_index(), jax.process_count())
+    if data.stream is None:
+        batcher = batching.Batcher(
+            data.examples, batching_config(config, cfg), jax.process_index(), jax.process_count()
+        )
+        train_cfg.feature_dim = int(data.examples[0]["features"].shape[1])
+        utterances, frames = len(data.examples), int(sum(len(e["features"]) for e in data.examples))
+    else:
+        batcher = data.stream
+        train_cfg.feature_dim = len(data.norm["mean"])
+        utterances, frames = int(batcher.index["records"]), int(batcher.index["frames"])
     train_cfg.num_steps = loop.resolve_num_steps(train_cfg, batcher.batches_per_epoch, name)
     dev = None
     if data.heldout:
         dev = batching.Batcher(data.heldout, batching_config(config, cfg, drop_remainder=False))
     loss_fn = make_loss(model, train_cfg) if make_loss else frame_loss(model, train_cfg)
+    if data.stream is not None:
+        loss_fn = on_audio_or_features(loss_fn, data.norm)
     state = loop.train(
         train_cfg, model, loss_fn, batcher, str(out), frozen=frozen, dev_batches=dev.epoch if dev else None
     )
     summary = {
-        "utterances": len(data.examples),
-        "frames": int(sum(len(e["features"]) for e in data.examples)),
+        "utterances": utterances,
+        "frames": frames,
         "num_senones": data.num_senones,
         "steps": int(train_cfg.num_steps),
         "epochs": round(train_cfg.num_steps / batcher.batches_per_epoch, 2),
@@ -133,6 +167,11 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
             len(records) - len(aligned),
             len(records),
         )
+    if cfg.input not in INPUTS:
+        raise ValueError(f"{name}: input={cfg.input!r}, expected one of {INPUTS}")
+    if cfg.input == "stream":
+        data = streamed_training_set(config, cfg, workdir, name, aligned, alignments, num_senones)
+        return fit(config, cfg, workdir, name, data)
     features = acoustic.compute_features(aligned, f"{name}: features")
     train_ids = [r["id"] for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
     norm = acoustic.normalisation({u: features[u] for u in train_ids}, cfg.utterance_mean)
@@ -143,6 +182,70 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
             {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]}
         )
     return fit(config, cfg, workdir, name, TrainingSet(examples[False], examples[True], norm, num_senones))
+
+
+def write_records(directory: pathlib.Path, train: list[dict], alignments, cfg) -> None:
+    """Writes the manifest records `train` with their alignments (a noisy copy's by its
+    `clean_id`) as cfg.record_shards ArrayRecord shards in `directory`, unless a complete split of
+    as many utterances and shards is there (a resumed run), and their normalisation, computed from
+    the records' audio in one pass, as DIRECTORY/norm.json (kept too)."""
+    index = records_lib.read_index(directory) if wd.exists(directory / records_lib.INDEX) else None
+    if index and (index["records"], index["num_shards"]) == (len(train), cfg.record_shards):
+        log.info("%s: %d utterances already written (resumed)", directory, index["records"])
+    else:
+        # No index over shards being rewritten: a writer killed now leaves no split.
+        for stale in (records_lib.INDEX, "norm.json"):
+            (directory / stale).unlink(missing_ok=True)
+        examples = records_lib.manifest_examples(
+            ({**r, "clean_id": r.get("clean_id", r["id"])} for r in train),
+            lambda clean_id: {"senones": alignments[clean_id]},
+            by="clean_id",
+        )
+        index = records_lib.write_split(directory, examples, cfg.record_shards)
+        log.info(
+            "%s: %d utterances, %.2f h in %d shards", directory, index["records"], index["hours"], len(index["shards"])
+        )
+    norm_path = directory / "norm.json"
+    if wd.exists(norm_path):
+        norm = wd.read_json(norm_path)
+        if norm["utterance_mean"] == bool(cfg.utterance_mean):
+            return
+    audios = (
+        r[records_lib.AUDIO] for path in records_lib.shard_paths(directory, index) for r in records_lib.read_shard(path)
+    )
+    wd.write_json(norm_path, device_features.normalisation(audios, cfg.utterance_mean))
+
+
+def streamed_training_set(
+    config, cfg, workdir: pathlib.Path, name: str, aligned: list[dict], alignments, num_senones: int
+) -> TrainingSet:
+    """`train_frame_ce`'s TrainingSet with the training utterances streamed from
+    WORKDIR/records/<name>/ (written here unless complete) and the held-out ones in memory."""
+    directory = workdir / "records" / name
+    train = [r for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
+    # Written once, by process 0, while the others wait at the barrier; then every process reads
+    # only its own shards (tsasr.data.loader). The normalisation is one pass over the audio, kept
+    # beside the shards so a resumed run (or another process) does not redo it.
+    if jax.process_index() == 0:
+        write_records(directory, train, alignments, cfg)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"{name}: records written")
+    norm = wd.read_json(directory / "norm.json")
+    held = [r for r in aligned if heldout(r["id"], cfg.heldout_percent)]
+    features = acoustic.normalise(acoustic.compute_features(held, f"{name}: held-out features"), norm) if held else {}
+    held_examples = [
+        {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]} for r in held
+    ]
+    loader_config = loader_lib.LoaderConfig(
+        batch_size=cfg.batch_size,
+        bucket_boundaries=tuple(cfg.bucket_boundaries),
+        seed=int(config.seed),
+        num_workers=int(cfg.loader_workers),
+    )
+    stream = loader_lib.Loader(directory, loader_config, jax.process_index(), jax.process_count())
+    return TrainingSet([], held_examples, norm, num_senones, stream=stream)
 
 
 def run_multicondition(config, workdir: pathlib.Path) -> dict:
