@@ -3,7 +3,7 @@
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
 Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 idle CPU
-          cores (AMD EPYC, 2026-12-06): RUNTIME from a fresh clone; a second run with nothing
+          cores (AMD EPYC, 2026-12-06): 9.2 minutes (551 s) from a fresh clone; a second run with nothing
           changed: seconds. (The one-hour dry corpus of earlier sessions took 4.0 minutes here and
           193 s on one H100 GPU, 2026-11-22.)
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured
