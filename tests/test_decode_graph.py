@@ -102,3 +102,15 @@ def test_pseudo_log_likelihoods_subtract_log_priors():
     post = np.log(np.array([[0.5, 0.25, 0.25]]))
     priors = np.array([0.5, 0.25, 0.25])
     np.testing.assert_allclose(decoder_lib.pseudo_log_likelihoods(post, priors), 0.0, atol=1e-12)
+
+
+def test_lm_training_writes_no_progress_bars(capfd):
+    """kaldingram draws tqdm bars on stderr; a redirected run log must not collect them."""
+    import tqdm
+
+    arpa = graph_lib.train_lm_arpa([["yes", "no"], ["no", "yes"], ["maybe", "yes"]], order=3)
+    assert "\\data\\" in arpa and "\\3-grams:" in arpa
+    assert capfd.readouterr().err == ""
+    from kaldingram import train as ngram_train
+
+    assert ngram_train.tqdm is tqdm.tqdm  # restored for anyone else

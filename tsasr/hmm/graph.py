@@ -15,10 +15,10 @@ context of every frame.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import math
-import os
 import pathlib
 import re
 from typing import Sequence
@@ -175,16 +175,14 @@ def _compose(a: kaldifst.StdVectorFst, b: kaldifst.StdVectorFst) -> kaldifst.Std
 
 def train_lm_arpa(sentences: Sequence[Sequence[str]], order: int) -> str:
     """Kneser-Ney n-gram LM (kaldingram, SRILM-compatible) in ARPA format."""
-    # kaldingram draws tqdm bars on stderr; they would drown the stage log.
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    # kaldingram draws tqdm bars on stderr; they would drown the stage log. (TQDM_DISABLE in the
+    # environment does not reach them: tqdm reads it once, when it is imported.)
+    bars = ngram_train.tqdm
+    ngram_train.tqdm = functools.partial(bars, disable=True)
     try:
         return _train_lm_arpa(ngram_train, sentences, order)
     finally:
-        if previous is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        ngram_train.tqdm = bars
 
 
 def _train_lm_arpa(ngram_train, sentences, order):
