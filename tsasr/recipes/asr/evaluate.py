@@ -46,7 +46,8 @@ def _test_features(path: pathlib.Path, records: list[dict]) -> dict[str, np.ndar
 
 def conditions(config) -> tuple[str, ...]:
     """The test conditions to score: decode.conditions, then the corpus's extra clean test sets."""
-    return tuple(config.decode.conditions) + tuple(layout.extra_tests(config.corpus.extra_tests))
+    corpus = config.get("corpus") or {}  # partial configs (tests, tools) may carry no corpus section
+    return tuple(config.decode.conditions) + tuple(layout.extra_tests(corpus.get("extra_tests", "")))
 
 
 def test_sets(workdir: pathlib.Path, conditions) -> dict[str, tuple[pathlib.Path, list[dict]]]:
