@@ -213,6 +213,18 @@ def _librispeech(root):
     return root
 
 
+def _librispeech_config(root):
+    """The asr config reading `_librispeech`'s directory: its two training subsets and dev-clean."""
+    config = base_config()
+    config.corpus.source = "librispeech"
+    config.corpus.librispeech.dir = str(root)
+    config.corpus.librispeech.update(
+        {"train_labelled": "train-clean-100", "train_unlabelled": "train-clean-100", "dev": "dev-clean"}
+    )
+    config.corpus.librispeech.test = "dev-clean"
+    return config
+
+
 def test_librispeech_layout_becomes_the_corpus(tmp_path):
     from data_prep import librispeech
 
@@ -224,17 +236,7 @@ def test_librispeech_layout_becomes_the_corpus(tmp_path):
         ("26-495-0000", "26", "it's a fine day"),
     ]
     assert records[0]["audio"] == str(root / "train-clean-100" / "19" / "198" / "19-198-0000.flac")
-    config = base_config()
-    config.corpus.source = "librispeech"
-    config.corpus.librispeech.dir = str(root)
-    config.corpus.librispeech.update(
-        {
-            "train_labelled": "train-clean-100",
-            "train_unlabelled": "train-clean-100",
-            "dev": "dev-clean",
-            "test": "dev-clean",
-        }
-    )
+    config = _librispeech_config(root)
     config.workers = 1
     summary = corpus.run(config, tmp_path / "work")
     assert summary["train_labelled"]["utterances"] == 3 and summary["dev"]["utterances"] == 1
@@ -251,17 +253,7 @@ def test_librispeech_test_other_is_an_extra_test_condition(tmp_path):
     from tsasr.recipes.asr import checks, evaluate
 
     root = _librispeech(tmp_path / "LibriSpeech")
-    config = base_config()
-    config.corpus.source = "librispeech"
-    config.corpus.librispeech.dir = str(root)
-    config.corpus.librispeech.update(
-        {
-            "train_labelled": "train-clean-100",
-            "train_unlabelled": "train-clean-100",
-            "dev": "dev-clean",
-            "test": "dev-clean",
-        }
-    )
+    config = _librispeech_config(root)
     config.corpus.extra_tests = "other=test-other"
     config.workers = 1
     assert checks.problems(config) == []
