@@ -19,7 +19,7 @@ import pathlib
 import numpy as np
 
 from data_prep import librispeech, recording, sentences, user_corpus
-from tsasr import parallel
+from tsasr import parallel, pipeline
 from tsasr import workdir as wd
 from tsasr.audio import tts
 from tsasr.data import layout, manifest
@@ -103,7 +103,10 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
                 {**spk, "split": split, "text": texts[(start + j) % total], "id": f"{spk['speaker']}-{split}-{j:06d}"}
             )
         start += n
-    wd.write_json(out / "speakers.json", {s: v for s, v in splits.items()})
+    writes = pipeline.processes()[0] == 0  # multi-host: every process synthesises its share; 0 writes the rest
+    if writes:
+        wd.write_json(out / "speakers.json", {s: v for s, v in splits.items()})
+    tally = {}
     records = parallel.map_resumable(
         functools.partial(
             _synthesize,
@@ -117,7 +120,11 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
         chunk_size=64,
         desc="corpus: synthesising",
         fresh_process_per_chunk=True,
+        tally=tally,
     )
+    parallel.log_share("corpus", "synthesised", tally)
+    if not writes:
+        return {"process": pipeline.processes()[0], "chunks": tally}
     by_split = collections.defaultdict(list)
     for r in records:
         by_split[r.pop("split")].append(r)
@@ -170,6 +177,7 @@ def import_manifests(
             )
     sources = {split: manifests[split] for split in SPLITS}
     sources.update({f"{layout.TEST}_{name}": path for name, path in (extra or {}).items()})
+    writes = pipeline.processes()[0] == 0  # multi-host: every process checks its share; 0 writes
     summary_skips = {}
     for split, path in sources.items():
         good, skipped = user_corpus.validate(
@@ -185,10 +193,14 @@ def import_manifests(
         )
         if not good:
             raise user_corpus.BadInputError(f"{path}: no usable utterances in split {split}")
+        if not writes:
+            continue
         manifest.write_manifest(out / f"{split}.jsonl", good)
         summary_skips[split] = dict(skipped)
         if skipped:
             log.warning("%s: skipped %d items: %s", split, sum(skipped.values()), dict(skipped))
+    if not writes:
+        return {"process": pipeline.processes()[0]}
     parallel.reset(out / ".parts")
     summary = summarise(out, tuple(sources))
     for split, skips in summary_skips.items():
@@ -207,7 +219,10 @@ def run(config, workdir: pathlib.Path) -> dict:
         return import_manifests(cfg, out, config.workers, extra=extra)
     if cfg.source == "librispeech":
         subsets = {**librispeech_subsets(cfg), **{f"{layout.TEST}_{n}": s.replace("+", ",") for n, s in extra.items()}}
-        paths = librispeech.write_manifests(cfg.librispeech.dir, subsets, out / "librispeech")
+        if pipeline.processes()[0] == 0:  # the others read what process 0 wrote
+            librispeech.write_manifests(cfg.librispeech.dir, subsets, out / "librispeech")
+        pipeline.barrier("corpus: librispeech manifests")
+        paths = {split: str(out / "librispeech" / f"{split}.jsonl") for split in subsets}
         extra = {name: paths[f"{layout.TEST}_{name}"] for name in extra}
         return import_manifests(cfg, out, config.workers, paths, extra)
     raise ValueError(f"corpus.source must be 'builtin', 'manifest' or 'librispeech', not {cfg.source!r}")

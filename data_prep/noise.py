@@ -24,7 +24,7 @@ import numpy as np
 from scipy import signal
 
 from data_prep import sentences
-from tsasr import parallel
+from tsasr import parallel, pipeline
 from tsasr import workdir as wd
 from tsasr.audio import io as audio_io
 from tsasr.audio import tts
@@ -218,6 +218,7 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
                         "seed": seed * 2 + split_index,
                     }
                 )
+    tally = {}
     records = parallel.map_resumable(
         functools.partial(_make_clip, out_dir=str(out)),
         items,
@@ -226,7 +227,11 @@ def build_builtin(cfg, seed: int, out: pathlib.Path, workers: int) -> dict:
         chunk_size=4,
         desc="noise: synthesising",
         fresh_process_per_chunk=True,
+        tally=tally,
     )
+    parallel.log_share("noise", "synthesised", tally)
+    if pipeline.processes()[0] != 0:  # multi-host: every process synthesised its share; 0 writes
+        return {"process": pipeline.processes()[0], "chunks": tally}
     _write_splits(records, out)
     parallel.reset(out / ".parts")
     return summarise(out)
@@ -313,6 +318,6 @@ def run(config, workdir: pathlib.Path) -> dict:
     cfg = config.noise
     if cfg.source == "builtin":
         return build_builtin(cfg, config.seed, out, config.workers)
-    if cfg.source == "musan":
-        return import_musan(cfg, out)
+    if cfg.source == "musan":  # a directory listing: process 0's alone in a multi-host run
+        return import_musan(cfg, out) if pipeline.processes()[0] == 0 else {"process": pipeline.processes()[0]}
     raise ValueError(f"noise.source must be 'builtin' or 'musan', not {cfg.source!r}")

@@ -43,7 +43,7 @@ from scipy import fft, signal
 from data_prep import noise as noise_corpus
 from data_prep import rir, rirs_noises
 from data_prep import user_corpus
-from tsasr import parallel
+from tsasr import parallel, pipeline
 from tsasr import workdir as wd
 from tsasr.audio import io as audio_io
 from tsasr.data import layout, manifest
@@ -317,21 +317,26 @@ def run(config, workdir: pathlib.Path) -> dict:
     noise_sets = {
         split: noise_corpus.read_noise(workdir / "noise" / f"{split}.jsonl") for split in noise_corpus.NOISE_SPLITS
     }
+    # Multi-host: every process mixes its share of each condition's chunks; process 0 writes
+    # the manifests and says what holds for all (the noise kinds, the rooms, the summary).
+    index = pipeline.processes()[0]
     expected = noise_corpus.source_kinds(config.noise)
     for split, noises in noise_sets.items():
-        report_noise_kinds(split, noises, cfg.kind_weights.to_dict(), expected)
+        if index == 0:
+            report_noise_kinds(split, noises, cfg.kind_weights.to_dict(), expected)
     measured = None
     if cfg.rirs_dir:  # training mixes in some measured rooms, the test conditions in the others
         measured = rirs_noises.split_rooms(cfg.rirs_dir, tuple(cfg.rirs_subsets), cfg.rirs_test_percent)
-        log.info(
-            "noisify: room responses from %s: %s",
-            rirs_noises.root_of(cfg.rirs_dir),
-            {
-                side: f"{len(rooms)} rooms, {sum(map(len, rooms.values()))} responses"
-                for side, rooms in measured.items()
-            },
-        )
-    summary = {}
+        if index == 0:
+            log.info(
+                "noisify: room responses from %s: %s",
+                rirs_noises.root_of(cfg.rirs_dir),
+                {
+                    side: f"{len(rooms)} rooms, {sum(map(len, rooms.values()))} responses"
+                    for side, rooms in measured.items()
+                },
+            )
+    summary, tally = {}, {}
     for condition, (clean_split, noise_split, _, _) in CONDITIONS.items():
         user_path = cfg.test_manifests.get(condition.removeprefix("test_"), "") if condition.startswith("test_") else ""
         if user_path:
@@ -346,6 +351,8 @@ def run(config, workdir: pathlib.Path) -> dict:
                 workers=config.workers,
                 split=condition,
             )
+            if index != 0:
+                continue
             for r in good:
                 r.setdefault("condition", condition)
             manifest.write_manifest(out / f"{condition}.jsonl", good)
@@ -367,7 +374,10 @@ def run(config, workdir: pathlib.Path) -> dict:
             workers=config.workers,
             chunk_size=32,
             desc=f"noisify: {condition}",
+            tally=tally,
         )
+        if index != 0:
+            continue
         manifest.write_manifest(out / f"{condition}.jsonl", records)
         summary[condition] = describe(records)
         files = {n["id"] for r in records for n in r["mix"]["noises"]}
@@ -379,6 +389,9 @@ def run(config, workdir: pathlib.Path) -> dict:
                 len(files),
                 ", ".join(sorted(files)),
             )
+    parallel.log_share("noisify", "mixed", tally)
+    if index != 0:
+        return {"process": index, "chunks": tally}
     parallel.reset(out / ".parts")
     return summary
 

@@ -1,9 +1,10 @@
 import json
 import shutil
+import threading
 
 import numpy as np
 
-from tsasr import pipeline
+from tsasr import parallel, pipeline
 from tsasr import workdir as wd
 
 from conftest import ASR, run_asr, tiny_config
@@ -170,3 +171,92 @@ def test_no_asr_training_stage_reads_the_decoding_config():
     assert {s.name for s in trained} >= {"teacher_ce", "teacher_seq", "student_ce", "student_seq"}
     for stage in trained:  # LF-MMI's chain output reads the prior floor, and only that
         assert not [k for k in stage.config_keys if k.startswith("decode") and k != "decode.prior_floor"], stage.name
+
+
+def _square(x):
+    return {"x": x, "square": x * x}
+
+
+def _as_processes(monkeypatch, count):
+    """Runs `count` simulated processes of a multi-host run as threads of this one: each sees
+    its own index, and the pipeline's barrier waits for all (recording the names passed)."""
+    local = threading.local()
+    gate = threading.Barrier(count)
+    names = {i: [] for i in range(count)}
+
+    def barrier(name):
+        names[local.index].append(name)
+        gate.wait(timeout=60)
+
+    monkeypatch.setattr(pipeline, "_processes", lambda: (local.index, count))
+    monkeypatch.setattr(pipeline, "_barrier", barrier)
+
+    def run(fn):
+        results, errors = {}, []
+
+        def process(i):
+            local.index = i
+            try:
+                results[i] = fn(i)
+            except Exception as err:  # surfaced in the test's thread
+                errors.append(err)
+                gate.abort()
+
+        threads = [threading.Thread(target=process, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    return run, names
+
+
+def test_map_resumable_splits_chunks_between_processes(tmp_path, monkeypatch):
+    """Process p computes the chunks i % P == p; every process reads the whole result, equal to
+    one process's, after barriers of the same names on all."""
+    expected = parallel.map_resumable(_square, list(range(10)), tmp_path / "one", chunk_size=3)
+    run, names = _as_processes(monkeypatch, 2)
+    tallies = {0: {}, 1: {}}
+    results = run(
+        lambda i: parallel.map_resumable(_square, list(range(10)), tmp_path / "two", chunk_size=3, tally=tallies[i])
+    )
+    assert results[0] == results[1] == expected
+    assert tallies == {i: {"chunks": 4, "mine": 2, "computed": 2} for i in (0, 1)}
+    assert names[0] == names[1] and len(names[0]) == 2
+    for i in range(4):  # the parts are the same bytes as one process's
+        part = f"part-{i:06d}.jsonl"
+        assert (tmp_path / "two" / part).read_bytes() == (tmp_path / "one" / part).read_bytes()
+    # A rerun finds every part finished: nothing computed, the same result.
+    tallies = {0: {}, 1: {}}
+    results = run(
+        lambda i: parallel.map_resumable(_square, list(range(10)), tmp_path / "two", chunk_size=3, tally=tallies[i])
+    )
+    assert results[0] == expected and tallies[1] == {"chunks": 4, "mine": 2, "computed": 0}
+
+
+def test_a_stage_of_process_0_alone_is_not_split(tmp_path, monkeypatch):
+    """Inside a stage that is not all_processes, process 0 runs alone: its maps take every
+    chunk and wait at no barrier of theirs; an all_processes stage sees every process."""
+    seen = {}
+
+    def record(name):
+        def run(config, workdir):
+            seen.setdefault(name, []).append(pipeline.processes())
+            parallel.map_resumable(_square, list(range(5)), workdir / name, chunk_size=2)
+            return {}
+
+        return run
+
+    stages = (
+        pipeline.Stage("alone", record("alone"), ("seed",)),
+        pipeline.Stage("shared", record("shared"), ("seed",), all_processes=True),
+    )
+    run, names = _as_processes(monkeypatch, 2)
+    run(lambda i: pipeline.run_stages(tiny_config(), tmp_path, stages))
+    assert seen["alone"] == [(0, 1)]
+    assert sorted(seen["shared"]) == [(0, 2), (1, 2)]
+    assert names[0] == names[1]
+    assert not any("alone" in name for name in names[0] if name.startswith("parallel"))

@@ -3,11 +3,15 @@
 Data preparation (synthesis, mixing) is a pure function of each item and the run seed, so the
 result cannot depend on the number of worker processes. Each finished chunk is written as a
 part file atomically; a killed run finds its parts and redoes only the missing chunks.
+In a multi-host run every process computes its share of the chunks (tsasr.pipeline.share)
+into the shared parts directory, with its own pool of workers; after a barrier every process
+reads the merged result, which is the same whatever the number of processes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import pathlib
@@ -16,7 +20,10 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from tsasr import pipeline
 from tsasr import workdir as wd
+
+log = logging.getLogger(__name__)
 
 
 def _run_chunk(args):
@@ -35,6 +42,7 @@ def map_resumable(
     chunk_size: int = 32,
     desc: str = "",
     fresh_process_per_chunk: bool = False,
+    tally: dict | None = None,
 ) -> list[dict]:
     """Returns [fn(item) for item in items], computing only chunks without a finished part file.
 
@@ -46,14 +54,26 @@ def map_resumable(
     for libraries with hidden global state (espeak-ng's wave generator keeps static pitch
     flutter and phase across utterances), so a chunk's output does not depend on what the
     same process did before, and so not on the number of workers.
+
+    Multi-host: every process of the run must call it with the same items and `parts_dir`
+    (on the shared workdir); process p computes the chunks i with i % P == p, then all wait
+    at a barrier, read every part, and wait again, so that the caller's process 0 may
+    remove the parts as soon as it returns. `tally` (a dict), when given, has added to it
+    `chunks` (in all), `mine` (this process's share) and `computed` (the chunks of its share
+    it computed, not found finished), for the caller's one log line per stage.
     """
     parts_dir.mkdir(parents=True, exist_ok=True)
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     parts = [parts_dir / f"part-{i:06d}.jsonl" for i in range(len(chunks))]
-    todo = [(fn, c, p) for c, p in zip(chunks, parts) if not p.exists()]
-    done_items = len(items) - sum(len(c) for _, c, _ in todo)
+    mine = pipeline.share(len(chunks))
+    todo = [(fn, chunks[i], parts[i]) for i in mine if not parts[i].exists()]
+    total_items = sum(len(chunks[i]) for i in mine)
+    done_items = total_items - sum(len(c) for _, c, _ in todo)
+    if tally is not None:
+        for name, n in (("chunks", len(chunks)), ("mine", len(mine)), ("computed", len(todo))):
+            tally[name] = tally.get(name, 0) + n
     with tqdm(
-        total=len(items), initial=done_items, desc=desc, unit="utt", dynamic_ncols=True, disable=None, leave=False
+        total=total_items, initial=done_items, desc=desc, unit="utt", dynamic_ncols=True, disable=None, leave=False
     ) as bar:
         if not todo:
             pass
@@ -70,11 +90,33 @@ def map_resumable(
             ) as pool:
                 for n in pool.imap_unordered(_run_chunk, todo):
                     bar.update(n)
+    barrier = f"parallel.map_resumable {desc} {parts_dir.name}"
+    pipeline.barrier(f"{barrier}: parts written")
     records = []
     for part in parts:
         with open(part, encoding="utf-8") as f:
             records.extend(json.loads(line) for line in f if line.strip())
+    pipeline.barrier(f"{barrier}: parts read")
     return records
+
+
+def log_share(stage: str, did: str, tally: dict) -> None:
+    """One INFO line per process of a multi-host run: how many chunks (a map_resumable `tally`)
+    this process did, e.g. 'noisify: process 1 of 2 mixed 12 of 24 chunks'. Silent in a
+    one-process run."""
+    index, count = pipeline.processes()
+    if count > 1:
+        found = tally.get("mine", 0) - tally.get("computed", 0)
+        log.info(
+            "%s: process %d of %d %s %d of %d chunks%s",
+            stage,
+            index,
+            count,
+            did,
+            tally.get("mine", 0),
+            tally.get("chunks", 0),
+            f" ({found} finished by an earlier run)" if found else "",
+        )
 
 
 def reset(path: pathlib.Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import pickle
 import sys
 import time
 from typing import Callable
@@ -42,7 +43,8 @@ class Stage:
     deps: tuple[str, ...] = ()  # upstream stages whose outputs it reads
     outputs: tuple[str, ...] = ()  # workdir subdirectories it owns
     version: int = 1  # bump when the stage's outputs change for the same config
-    all_processes: bool = False  # multi-host: every process runs it (training); else process 0, then a barrier
+    # multi-host: every process runs it (each its share: tsasr.pipeline.share); else process 0, then a barrier
+    all_processes: bool = False
     kind: str = "data"  # 'data', 'train' or 'evaluate' (see the module docstring)
     systems: tuple[str, ...] = ()  # evaluate: the systems whose rows it writes into results.json
     # config -> fingerprints of the user data the stage reads (tsasr.data.fingerprint): part of
@@ -59,8 +61,17 @@ def process_index() -> int:
     return _processes()[0]
 
 
+_ALONE = [False]  # true while process 0 runs a stage that is not all_processes, the others waiting
+
+
+def processes() -> tuple[int, int]:
+    """(index, count) of the processes that share the work now running: every process of a
+    multi-host run, but (0, 1) inside a stage that process 0 runs alone (and in a one-process run)."""
+    return (0, 1) if _ALONE[0] else _processes()
+
+
 def _processes() -> tuple[int, int]:
-    """(process index, process count); (0, 1) unless a multi-host run initialised JAX."""
+    """(process index, process count) of the run; (0, 1) unless a multi-host run initialised JAX."""
     jax = sys.modules.get("jax")  # not imported here: loading the runner stays free of JAX
     if jax is None:
         return 0, 1
@@ -71,6 +82,35 @@ def _barrier(name: str) -> None:
     from jax.experimental import multihost_utils  # only multi-host runs get here, with JAX loaded
 
     multihost_utils.sync_global_devices(name)
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of a multi-host run reaches the barrier `name` (the same name
+    on all); returns at once in a one-process run."""
+    if processes()[1] > 1:
+        _barrier(name)
+
+
+def gather(directory: pathlib.Path, name: str, value) -> list:
+    """Every process's `value` (picklable), in process order, passed through files in
+    `directory` on the shared workdir: each process writes its own atomically, all wait at a
+    barrier, all read. A one-process run gets [value] and writes nothing. Every process must
+    make the same calls; the caller removes the files once every process has read them (after
+    a later barrier)."""
+    index, count = processes()
+    if count == 1:
+        return [value]
+    wd.write_bytes(pathlib.Path(directory) / f"{name}.{index}.pkl", pickle.dumps(value))
+    barrier(f"gather {name}")
+    return [pickle.loads((pathlib.Path(directory) / f"{name}.{p}.pkl").read_bytes()) for p in range(count)]
+
+
+def share(count: int) -> range:
+    """This process's share of `count` work items (chunks, batches, utterances): the indices
+    i with i % process_count == process_index. A stable split, so the items' results, written
+    per item and merged in index order, are the same whatever the number of processes."""
+    index, total = processes()
+    return range(index, count, total)
 
 
 def _select(config: ml_collections.ConfigDict, dotted: str):
@@ -186,7 +226,11 @@ def run_stages(
                 wd.clear_marker(workdir, stage.name)
             log.info("stage %-10s running", stage.name)
             t0 = time.perf_counter()
-            summary = stage.run(config, workdir)
+            _ALONE[0] = count > 1 and not stage.all_processes
+            try:
+                summary = stage.run(config, workdir)
+            finally:
+                _ALONE[0] = False
             seconds = time.perf_counter() - t0
             if index == 0:
                 wd.write_marker(workdir, stage.name, key, summary)

@@ -67,6 +67,7 @@ def em_update(
     senones: Mapping[str, np.ndarray],
     mixup: int,
     min_gaussian_occupancy: float = 3.0,
+    exchange=None,
 ) -> float:
     """One maximum-likelihood update from hard alignments, then Gaussian splitting up to
     `mixup` components in total. Returns the average log-likelihood per frame before it.
@@ -76,6 +77,12 @@ def em_update(
     return copies), so each Gaussian's statistics enter as two moment-matched frames,
     mean +- standard deviation with half the occupancy each: the same count, sum and sum
     of squares, hence the same Kaldi update, as feeding it frame by frame.
+
+    Multi-host, with an `exchange` (a tsasr.hmm.realign.Realigner: `share(count)`, the
+    indices this process computes, and `gather(name, value)`, every process's values):
+    every process holds all features and alignments, computes the statistics of its share
+    of the senones, and gets everyone's; all feed them to the accumulator in senone order,
+    so every process makes the update of one process, bit for bit.
     """
     utts = [u for u in senones if len(senones[u])]
     pdfs = np.concatenate([np.asarray(senones[u], np.int64) for u in utts]) if utts else np.zeros(0, np.int64)
@@ -85,28 +92,39 @@ def em_update(
     accs.init(model=am, flags=khg.GmmUpdateFlags.kGmmAll)
     order = np.argsort(pdfs, kind="stable")
     present, starts = np.unique(pdfs[order], return_index=True)
-    log_like = 0.0
-    for pdf, first, end in zip(present.tolist(), starts, np.r_[starts[1:], len(order)]):
-        rows = x[order[first:end]]
+    ends = np.r_[starts[1:], len(order)]
+    mine = exchange.share(len(present)) if exchange is not None else range(len(present))
+    stats = {}  # senone -> (its frames' log-likelihood, [(gaussian, occupancy, mean, std)])
+    for k in mine:
+        pdf = int(present[k])
+        rows = x[order[starts[k] : ends[k]]]
         comp = scorer.component_log_likelihoods(rows, pdf)
         peak = comp.max(1, keepdims=True)
         post = np.exp(comp - peak)
         total = post.sum(1, keepdims=True)
         post /= total
-        log_like += float(np.sum(np.log(total) + peak))
         occupancy = post.sum(0)
         means = (post.T @ rows) / np.maximum(occupancy, 1e-300)[:, None]
         stds = np.sqrt(
             np.maximum((post.T @ (rows * rows)) / np.maximum(occupancy, 1e-300)[:, None] - means * means, 0.0)
         )
-        for gauss in np.flatnonzero(occupancy > 0).tolist():
+        gaussians = [(g, float(occupancy[g]), means[g], stds[g]) for g in np.flatnonzero(occupancy > 0).tolist()]
+        stats[pdf] = (float(np.sum(np.log(total) + peak)), gaussians)
+    if exchange is not None:
+        for part in exchange.gather("em", stats):
+            stats.update(part)
+    log_like = 0.0
+    for pdf in present.tolist():
+        pdf_log_like, gaussians = stats[pdf]
+        log_like += pdf_log_like
+        for gauss, occupancy, mean, std in gaussians:
             for sign in (1.0, -1.0):
                 accs.accumulate_for_gaussian(
                     am=am,
-                    data=(means[gauss] + sign * stds[gauss]).astype(np.float32),
+                    data=(mean + sign * std).astype(np.float32),
                     gmm_index=pdf,
                     gauss_index=gauss,
-                    weight=float(occupancy[gauss]) / 2,
+                    weight=occupancy / 2,
                 )
     options = khg.MleDiagGmmOptions()
     options.min_gaussian_occupancy = min_gaussian_occupancy

@@ -11,6 +11,12 @@ Workers come from a forkserver (never a fork of a process that may hold JAX thre
 run their small per-utterance matrix products on one BLAS thread each: OpenBLAS threads
 cost more than they give on [frames, 78] x [78, a few hundred] products.
 
+Multi-host: with an `exchange` directory on the shared workdir, each process of the run keeps
+the utterances of its share (utterance i of the sorted list belongs to process i mod P),
+with its own workers, and the results of flat start and realignment pass between processes
+through files there (written atomically, then a barrier), so every process holds every
+alignment, the same as one process would.
+
 Must not train models: the GMM update stays in the calling process (tsasr.hmm.gmm).
 """
 
@@ -19,12 +25,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import pathlib
 import re
 import traceback
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from tsasr import pipeline
+from tsasr import workdir as wd
 from tsasr.hmm import align as align_lib
 from tsasr.hmm import gmm as gmm_lib
 from tsasr.hmm import graph as graph_lib
@@ -41,6 +50,9 @@ class Realigner:
       lexicon, silence_prob: for L (without disambiguation symbols).
       costs: HMM transition costs of the graphs.
       workers: processes; 1 runs everything in this process.
+      exchange: multi-host: a directory on the shared workdir through which the processes
+        of the run (each with its share of the utterances) pass their results; every
+        process must make the same calls.
     """
 
     def __init__(
@@ -51,10 +63,15 @@ class Realigner:
         silence_prob: float,
         costs: graph_lib.HmmCosts,
         workers: int = 1,
+        exchange: pathlib.Path | None = None,
     ):
         self.utts = sorted(feats)
-        self.workers = max(1, min(int(workers), len(self.utts)))
-        shards = [self.utts[k :: self.workers] for k in range(self.workers)]
+        self.exchange = exchange if exchange is not None and pipeline.processes()[1] > 1 else None
+        self._calls = 0
+        mine = [self.utts[i] for i in pipeline.share(len(self.utts))] if self.exchange else self.utts
+        self.aligned_here = len(mine)
+        self.workers = max(1, min(int(workers), len(mine)))
+        shards = [mine[k :: self.workers] for k in range(self.workers)]
         jobs = [
             dict(
                 feats={u: feats[u] for u in shard},
@@ -83,16 +100,50 @@ class Realigner:
     def _call(self, method: str, *args) -> dict:
         if self._local is not None:
             with single_threaded_blas():
-                return getattr(self._local, method)(*args)
-        for conn in self._conns:
-            conn.send((method, args))
-        merged = {}
-        for conn in self._conns:
-            status, value = conn.recv()
-            if status == "error":
-                raise RuntimeError(f"realign worker failed:\n{value}")
-            merged.update(value)
+                merged = getattr(self._local, method)(*args)
+        else:
+            for conn in self._conns:
+                conn.send((method, args))
+            merged = {}
+            for conn in self._conns:
+                status, value = conn.recv()
+                if status == "error":
+                    raise RuntimeError(f"realign worker failed:\n{value}")
+                merged.update(value)
+        if self.exchange is not None and method in ("flat_start", "realign"):
+            merged = self._exchange(method, merged)
         return {u: merged[u] for u in self.utts if u in merged}
+
+    def _exchange(self, method: str, mine: dict) -> dict:
+        """Every process's results of this call: each writes its own, all wait, all read."""
+        merged = {}
+        for part in self.gather(method, mine):
+            merged.update(part)
+        if pipeline.processes()[0] == 0:  # every process has read the previous call's files: it reached this barrier
+            for path in self.exchange.glob(f"{self._calls - 1:04d}-*.pkl"):
+                path.unlink(missing_ok=True)
+        return merged
+
+    def share(self, count: int) -> range:
+        """Which of `count` items this process computes (all of them without an exchange)."""
+        return pipeline.share(count) if self.exchange is not None else range(count)
+
+    def gather(self, name: str, value) -> list:
+        """Every process's `value` through the exchange directory (tsasr.pipeline.gather), in
+        process order; [value] without one. For the caller's GMM update (gmm.em_update) too."""
+        if self.exchange is None:
+            return [value]
+        self._calls += 1
+        return pipeline.gather(self.exchange, f"{self._calls:04d}-{name}", value)
+
+    def finish_exchange(self) -> None:
+        """Multi-host: waits until every process has read the last results, then process 0
+        removes the exchange directory."""
+        if self.exchange is None:
+            return
+        pipeline.barrier("realign: last results read")
+        if pipeline.processes()[0] == 0:
+            wd.rmtree(self.exchange)
 
     def build_graphs(self, context) -> None:
         """(Re)builds every kept utterance's alignment graph for `context` (monophone or tree)."""

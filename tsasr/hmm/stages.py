@@ -14,7 +14,9 @@ The triphone GMM's own WER is an evaluation stage (tsasr.recipes.asr.evaluate.gm
 Both return a short summary dict. Excluded utterances (no pronunciation for a word,
 too short, beam failure) are counted and named in the log and in align/excluded.json.
 Realignment and decoding run on `config.workers` processes (1 when absent); the outputs
-do not depend on how many.
+do not depend on how many. Multi-host, every process of the run computes the features and
+the GMM updates (the same on all), builds the alignment graphs of its share of the
+utterances and aligns them (tsasr.hmm.realign); process 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 
 import numpy as np
 
+from tsasr import pipeline
 from tsasr import workdir as wd
 from tsasr.audio.io import read_audio
 from tsasr.data import layout
@@ -59,6 +62,12 @@ def _costs(hc) -> graph_lib.HmmCosts:
     return graph_lib.HmmCosts(self_loop_prob=hc.self_loop_prob, self_loop_scale=hc.self_loop_scale)
 
 
+def _say(message: str, *args) -> None:
+    """An INFO line about the alignment as a whole: process 0's alone (every process knows it)."""
+    if pipeline.processes()[0] == 0:
+        logging.info(message, *args)
+
+
 def _realign(aligner, am, hc, excluded, label):
     alignments = {}
     for utt, result in aligner.realign(am, hc.align_acoustic_scale, hc.align_beam, hc.align_retry_beam).items():
@@ -81,8 +90,8 @@ def _train(aligner, feats, am, alignments, iters, realign_every, total_gauss, hc
             num_gauss += step
         senones = {u: a.senones if hasattr(a, "senones") else a for u, a in alignments.items()}
         with realign_lib.single_threaded_blas():  # many small per-senone products
-            avg = gmm_lib.em_update(am, feats, senones, mixup=num_gauss)
-        logging.info(
+            avg = gmm_lib.em_update(am, feats, senones, mixup=num_gauss, exchange=aligner)
+        _say(
             "align: %s pass %d: %.3f log-likelihood/frame, %d utterances, %d Gaussians",
             label,
             it,
@@ -120,7 +129,9 @@ def align(config, workdir: pathlib.Path) -> dict:
     lexicon = lexicon_lib.build_lexicon(
         words, lexicon_lib.espeak_g2p() if hc.g2p else None, max_prons=hc.max_prons, external=_lexicon_file(hc)
     )
-    lexicon_lib.write_lang(workdir / "lang", lexicon)
+    index, count = pipeline.processes()
+    if index == 0:
+        lexicon_lib.write_lang(workdir / "lang", lexicon)
 
     excluded: dict[str, str] = {}
     transcripts = {}
@@ -137,7 +148,7 @@ def align(config, workdir: pathlib.Path) -> dict:
         if len(f) < min_frames:
             excluded[utt] = f"too short: {len(f)} frames"
     feats = {u: f for u, f in feats.items() if u not in excluded}
-    logging.info(
+    _say(
         "align: %d utterances, %d frames; features in %.1f s",
         len(feats),
         sum(len(f) for f in feats.values()),
@@ -146,8 +157,9 @@ def align(config, workdir: pathlib.Path) -> dict:
 
     workers = max(1, int(config.get("workers", 1) or 1))
     mono = context_lib.Monophone(lexicon.phone_ids)
+    exchange = workdir / "align" / ".exchange"  # multi-host: alignments pass between processes here
     with realign_lib.Realigner(
-        feats, {u: transcripts[u] for u in feats}, lexicon, hc.silence_prob, _costs(hc), workers
+        feats, {u: transcripts[u] for u in feats}, lexicon, hc.silence_prob, _costs(hc), workers, exchange
     ) as aligner:
         aligner.build_graphs(mono)
         # Flat start: frames spread evenly along one path of each utterance's graph.
@@ -170,7 +182,7 @@ def align(config, workdir: pathlib.Path) -> dict:
         tree, means, variances = tree_lib.build_tree(
             stats, phone_names, phone_set.tree_questions(), hc.num_senones, hc.tree_min_count, hc.tree_min_gain
         )
-        logging.info("align: senone tree with %d leaves from %d triphone states", tree.num_pdfs, len(stats.counts))
+        _say("align: senone tree with %d leaves from %d triphone states", tree.num_pdfs, len(stats.counts))
         aligner.build_graphs(tree)
         tri_am = gmm_lib.init_from_gaussians(means, variances)
         tri_alignments = _realign(aligner, tri_am, hc, excluded, "triphone init")
@@ -186,6 +198,13 @@ def align(config, workdir: pathlib.Path) -> dict:
             excluded,
             "triphone",
         )
+        aligner.finish_exchange()
+    if count > 1:
+        logging.info(
+            "align: process %d of %d aligned %d of %d utterances", index, count, aligner.aligned_here, len(feats)
+        )
+    if index != 0:  # process 0 writes the outputs
+        return {"process": index, "aligned": aligner.aligned_here}
 
     # Outputs.
     out = workdir / "align"

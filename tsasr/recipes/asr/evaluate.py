@@ -5,6 +5,11 @@ An evaluation stage loads its system's checkpoint read-only; it never trains, an
 training stage depends on it, so `--config.decode.beam=12` on a finished workdir reruns
 evaluation only. Hypotheses go to WORKDIR/decode/<system>/<condition>.json, metrics into
 results.json (tsasr.evaluate.results) as `wer` -> condition.
+
+Multi-host: every process decodes its share of each condition (tsasr.pipeline.share) and
+writes it to WORKDIR/decode/<system>/parts/; after a barrier every process merges them in
+the order of a one-process run, scores its share of the conditions, and process 0 writes
+the hypotheses and results (the same bytes as one process would) and removes the parts.
 """
 
 from __future__ import annotations
@@ -29,16 +34,17 @@ from tsasr.hmm import stages as hmm_stages
 from tsasr.recipes.asr import acoustic
 
 log = logging.getLogger(__name__)
-_TEST_FEATURES: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+_TEST_FEATURES: dict[tuple, dict[str, np.ndarray]] = {}
 
 
 def _test_features(path: pathlib.Path, records: list[dict]) -> dict[str, np.ndarray]:
-    """Unnormalised features of a test manifest, computed once per process.
+    """Unnormalised features of a test manifest (this process's share of it), computed once
+    per process.
 
     Every system (and every member of a sweep) is decoded on the same test sets; the key
     holds the manifest's mtime, so a rewritten manifest is read afresh.
     """
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, tuple(r["id"] for r in records))
     if key not in _TEST_FEATURES:
         _TEST_FEATURES[key] = acoustic.compute_features(records, f"features: {path.name}")
     return _TEST_FEATURES[key]
@@ -115,6 +121,60 @@ def oov(config, workdir: pathlib.Path) -> dict:
 
 
 TEACHERS = ("teacher_ce", "teacher_seq")  # every student is compared with both, as in the paper's Table 2
+PARTS = "parts"  # decode/<system>/parts/: each process's hypotheses and scores in a multi-host run
+
+
+def _part(workdir: pathlib.Path, system: str, name: str, index: int) -> pathlib.Path:
+    return pathlib.Path(workdir) / layout.decoded(system) / PARTS / f"{name}.{index}.json"
+
+
+def gather_hypotheses(workdir: pathlib.Path, system: str, shares: dict, order) -> dict:
+    """Every process's hypotheses of each condition, in the order of a one-process decode.
+
+    shares: condition -> (hyps, partial, frames) decoded by this process (`frames`: what
+    `order` needs of each utterance, JSON-serialisable). order(condition, frames of all
+    processes) -> the utterance ids in a one-process run's order. Returns condition ->
+    (hyps, partial). Multi-host: each process writes its shares, waits for the others and
+    reads them all (every process gets the same result); one process returns its own."""
+    index, count = pipeline.processes()
+    if count == 1:
+        return {condition: (hyps, partial) for condition, (hyps, partial, _) in shares.items()}
+    for condition, (hyps, partial, frames) in shares.items():
+        wd.write_json(_part(workdir, system, condition, index), {"hyps": hyps, "partial": partial, "frames": frames})
+    pipeline.barrier(f"decode {system}: hypotheses of {', '.join(shares)} written")
+    merged = {}
+    for condition in shares:
+        hyps, partial, frames = {}, set(), {}
+        for p in range(count):
+            part = json.loads(_part(workdir, system, condition, p).read_text())
+            hyps.update(part["hyps"])
+            partial.update(part["partial"])
+            frames.update(part["frames"])
+        ids = [u for u in order(condition, frames) if u in hyps]
+        merged[condition] = ({u: hyps[u] for u in ids}, [u for u in ids if u in partial])
+    return merged
+
+
+def _score_condition(workdir: pathlib.Path, condition: str, hyps, partial, records, others, reference, dc) -> dict:
+    """One condition's WER (details), its 95 % interval and its p_better against `others`."""
+    refs = {r["id"]: r["text"].split() for r in records}
+    result = scoring.wer(refs, hyps)
+    result["not_final"] = len(partial)
+    ci, p_better = None, {}
+    for other in others:
+        other_path = workdir / layout.decoded(other) / f"{condition}.json"
+        if not other_path.exists():
+            continue
+        compared = scoring.compare(
+            refs, json.loads(other_path.read_text()), hyps, replications=dc.bootstrap_replications
+        )
+        p_better[other] = compared["p_b_better"]
+        if other == reference:
+            ci = [compared["b"]["ci95min"], compared["b"]["ci95max"]]
+    if ci is None:
+        alone = scoring.interval(refs, hyps, replications=dc.bootstrap_replications)
+        ci = [alone["ci95min"], alone["ci95max"]]
+    return {"details": result, "ci": ci, "p_better": p_better}
 
 
 def score_system(
@@ -123,41 +183,101 @@ def score_system(
     """WER of `system`'s hypotheses per condition, with bootstrap 95 % intervals (paired with
     `reference`'s hypotheses when it has been decoded), and the bootstrap probability that it
     improves on `reference` and on each teacher decoded before it (`p_better_than`); writes
-    the hypotheses and merges the rows into results.json (process 0 of a multi-host run:
-    every process decodes the same). Returns {condition: WER}."""
+    the hypotheses and merges the rows into results.json. Returns {condition: WER}.
+
+    Multi-host: every process passes all hypotheses (gather_hypotheses) and scores its share
+    of the conditions; process 0 collects the scores, writes, and returns every condition's
+    WER (the others their share's)."""
     workdir = pathlib.Path(workdir)
-    writes = pipeline.process_index() == 0
-    wers, details, ci = {}, {}, {}
+    index, count = pipeline.processes()
     others = [t for t in TEACHERS if t not in (system, reference) and (workdir / layout.decoded(t)).exists()]
-    p_better = {name: {} for name in ([reference] if reference else []) + others}
-    for condition, (hyps, partial) in hyps_by_condition.items():
+    names = ([reference] if reference else []) + others
+    conditions_ = list(hyps_by_condition)
+    scores = {}
+    for i in pipeline.share(len(conditions_)):
+        condition = conditions_[i]
+        hyps, partial = hyps_by_condition[condition]
         records = records_by_condition[condition]
-        refs = {r["id"]: r["text"].split() for r in records}
-        result = scoring.wer(refs, hyps)
-        result["not_final"] = len(partial)
-        wers[condition], details[condition] = result["wer"], result
-        if writes:
-            wd.write_json(workdir / layout.decoded(system) / f"{condition}.json", hyps)
-        for other in p_better:
-            other_path = workdir / layout.decoded(other) / f"{condition}.json"
-            if not other_path.exists():
-                continue
-            compared = scoring.compare(
-                refs, json.loads(other_path.read_text()), hyps, replications=dc.bootstrap_replications
-            )
-            p_better[other][condition] = compared["p_b_better"]
-            if other == reference:
-                ci[condition] = [compared["b"]["ci95min"], compared["b"]["ci95max"]]
-        if condition not in ci:
-            alone = scoring.interval(refs, hyps, replications=dc.bootstrap_replications)
-            ci[condition] = [alone["ci95min"], alone["ci95max"]]
-        log.info("%s %s: WER %.2f %% (%d utterances)", system, condition, result["wer"], len(records))
+        scores[condition] = _score_condition(workdir, condition, hyps, partial, records, names, reference, dc)
+    if count > 1:
+        wd.write_json(_part(workdir, system, "scores", index), scores)
+        pipeline.barrier(f"decode {system}: scores written")
+        if index != 0:
+            return {condition: score["details"]["wer"] for condition, score in scores.items()}
+        for p in range(count):
+            scores.update(json.loads(_part(workdir, system, "scores", p).read_text()))
+    wers, details, ci = {}, {}, {}
+    p_better = {name: {} for name in names}
+    for condition, (hyps, _) in hyps_by_condition.items():
+        score = scores[condition]
+        wers[condition], details[condition], ci[condition] = score["details"]["wer"], score["details"], score["ci"]
+        wd.write_json(workdir / layout.decoded(system) / f"{condition}.json", hyps)
+        for other, p in score["p_better"].items():
+            p_better[other][condition] = p
+        log.info(
+            "%s %s: WER %.2f %% (%d utterances)",
+            system,
+            condition,
+            wers[condition],
+            len(records_by_condition[condition]),
+        )
     extra = {"ci": {"wer": ci}, "details": details}
     if p_better := {name: p for name, p in p_better.items() if p}:
         extra["p_better_than"] = p_better
-    if writes:
-        results_lib.update_results(workdir, system, {"wer": wers}, extra)
+    results_lib.update_results(workdir, system, {"wer": wers}, extra)
+    if count > 1:  # every process has read every part (gather_hypotheses came before the barrier above)
+        wd.rmtree(workdir / layout.decoded(system) / PARTS)
     return wers
+
+
+def forward_shares(records_by_condition: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """This process's share of each test set for a network: whole batches of its forward pass.
+
+    acoustic.compute_features and acoustic.log_posteriors take a set's utterances by duration,
+    acoustic._BATCH at a time (durations and frame counts rise together). The batches of all
+    conditions are numbered in turn and process p takes those numbered b % P == p, so each of
+    its batches holds the same utterances, padded the same, as in a one-process run (the
+    posteriors are the same bits), and a few small test sets still spread over the processes."""
+    _, count = pipeline.processes()
+    if count == 1:
+        return dict(records_by_condition)
+    size = acoustic._BATCH
+    numbered = []
+    for condition, records in records_by_condition.items():
+        order = sorted(range(len(records)), key=lambda i: records[i]["duration"])
+        numbered += [(condition, order[k : k + size]) for k in range(0, len(order), size)]
+    shares = {condition: [] for condition in records_by_condition}
+    for b in pipeline.share(len(numbered)):
+        condition, batch = numbered[b]
+        shares[condition] += [records_by_condition[condition][i] for i in batch]
+    for condition, share in shares.items():  # in the order of the whole set, as compute_features sorts it
+        rank = {id(r): i for i, r in enumerate(records_by_condition[condition])}
+        share.sort(key=lambda r: rank[id(r)])
+    return shares
+
+
+def _forward_order(records: list[dict]):
+    """The order of a one-process network decode: by frames, ties by duration, then manifest order."""
+
+    def order(condition, frames):
+        by_duration = [r["id"] for r in sorted(records[condition], key=lambda r: r["duration"])]
+        return sorted(by_duration, key=lambda u: frames.get(u, 0))
+
+    return order
+
+
+def _log_share(system: str, shares: dict, records: dict) -> None:
+    """One INFO line per process of a multi-host run: the utterances it decoded."""
+    index, count = pipeline.processes()
+    if count > 1:
+        log.info(
+            "%s: process %d of %d decoded %d of %d utterances",
+            system,
+            index,
+            count,
+            sum(len(hyps) for hyps, _, _ in shares.values()),
+            sum(len(r) for r in records.values()),
+        )
 
 
 def decode_network(config, workdir: pathlib.Path, system: str, model, params, norm: dict, reference: str | None):
@@ -166,15 +286,20 @@ def decode_network(config, workdir: pathlib.Path, system: str, model, params, no
     priors = np.load(workdir / "align" / "priors.npy")
     graph = decoder_lib.Graph.load(workdir / "graph")
     dc = config.decode
-    hyps, records = {}, {}
-    for condition, (path, condition_records) in test_sets(workdir, conditions(config)).items():
-        feats = acoustic.normalise(_test_features(path, condition_records), norm)
+    sets = test_sets(workdir, conditions(config))
+    mine = forward_shares({condition: condition_records for condition, (_, condition_records) in sets.items()})
+    shares, records = {}, {}
+    for condition, (path, condition_records) in sets.items():
+        feats = acoustic.normalise(_test_features(path, mine[condition]), norm)
         posts = acoustic.log_posteriors(model, params, feats)
         loglikes = {u: decoder_lib.pseudo_log_likelihoods(p, priors, dc.prior_floor) for u, p in posts.items()}
-        hyps[condition] = decoder_lib.decode(
+        hyps, partial = decoder_lib.decode(
             loglikes, graph, dc.acoustic_scale, dc.beam, dc.max_active, workers=config.workers
         )
+        shares[condition] = (hyps, partial, {u: len(f) for u, f in feats.items()})
         records[condition] = condition_records
+    _log_share(system, shares, records)
+    hyps = gather_hypotheses(workdir, system, shares, _forward_order(records))
     return score_system(workdir, system, hyps, records, dc, reference)
 
 
@@ -196,7 +321,12 @@ def decode_stage(system: str, reference: str | None):
 def gmm(config, workdir: pathlib.Path) -> dict:
     """Evaluation stage `gmm`: decodes every test condition present with the triphone GMM of
     the align stage; WER into results.json as system `gmm`. Its acoustic scale is the best of
-    decode.gmm_acoustic_scales on the clean dev set."""
+    decode.gmm_acoustic_scales on the clean dev set.
+
+    Multi-host: every process computes the features of every utterance (their CMVN is per
+    speaker, over all of a speaker's utterances), then scores and decodes its share of them
+    (tsasr.pipeline.share, by manifest position); the dev set's hypotheses for each scale are
+    gathered by every process, so all choose the same scale."""
     if not config.hmm.gmm_baseline:
         return {"skipped": "hmm.gmm_baseline is false"}
     workdir = pathlib.Path(workdir)
@@ -210,10 +340,14 @@ def gmm(config, workdir: pathlib.Path) -> dict:
         feats = hmm_stages.load_features(records)
         seconds["features"] += time.time() - started
         started = time.time()
+        mine = {records[i]["id"] for i in pipeline.share(len(records))}
         with realign_lib.single_threaded_blas():  # faster, and leaves the decoders a core
-            loglikes = {u: scorer(f) for u, f in feats.items() if len(f)}
+            loglikes = {u: scorer(f) for u, f in feats.items() if len(f) and u in mine}
         seconds["scoring"] += time.time() - started
         return loglikes
+
+    def in_manifest_order(records):
+        return lambda condition, frames: [r["id"] for r in records[condition]]
 
     def decode(pool, loglikes, scale):
         started = time.time()
@@ -224,20 +358,30 @@ def gmm(config, workdir: pathlib.Path) -> dict:
     scale = dc.acoustic_scale
     dev = workdir / layout.clean(layout.DEV)
     tuning = {}
-    hyps, records = {}, {}
+    shares, records = {}, {}
     with decoder_lib.DecoderPool(workdir / "graph", dc.gmm_beam, dc.max_active, workers) as pool:
         if len(dc.gmm_acoustic_scales) > 1 and dev.exists():
             dev_records = [r for r in acoustic.read(workdir, layout.clean(layout.DEV)) if r.get("text")]
             dev_loglikes = score(dev_records)
             refs = {r["id"]: r["text"].split() for r in dev_records}
+            candidates = {f"dev@{c}": (*decode(pool, dev_loglikes, c), {}) for c in dc.gmm_acoustic_scales}
+            dev_hyps = gather_hypotheses(
+                workdir, "gmm", candidates, in_manifest_order({name: dev_records for name in candidates})
+            )
             for candidate in dc.gmm_acoustic_scales:
-                tuning[str(candidate)] = scoring.wer(refs, decode(pool, dev_loglikes, candidate)[0])["wer"]
+                tuning[str(candidate)] = scoring.wer(refs, dev_hyps[f"dev@{candidate}"][0])["wer"]
             scale = float(min(dc.gmm_acoustic_scales, key=lambda s: tuning[str(s)]))
         for condition, (_, condition_records) in test_sets(workdir, conditions(config)).items():
-            hyps[condition] = decode(pool, score(condition_records), scale)
+            shares[condition] = (*decode(pool, score(condition_records), scale), {})
             records[condition] = condition_records
     log.info("gmm: %d decoding workers; seconds %s", workers, json.dumps({k: round(v, 1) for k, v in seconds.items()}))
+    _log_share("gmm", shares, records)
+    hyps = gather_hypotheses(workdir, "gmm", shares, in_manifest_order(records))
     wers = score_system(workdir, "gmm", hyps, records, dc, None) if hyps else {}
-    if wers:
+    if not hyps and pipeline.processes()[1] > 1:  # score_system removes the parts; here only the dev set's
+        pipeline.barrier("gmm: dev hypotheses read")
+        if pipeline.processes()[0] == 0 and (workdir / layout.decoded("gmm") / PARTS).exists():
+            wd.rmtree(workdir / layout.decoded("gmm") / PARTS)
+    if wers and pipeline.processes()[0] == 0:
         results_lib.update_results(workdir, "gmm", {}, {"acoustic_scale": scale, "dev_wer_by_acoustic_scale": tuning})
     return wers

@@ -47,7 +47,7 @@ def _decode(system: str, reference: str | None, deps: tuple[str, ...]) -> Stage:
         ("decode",),
         deps=tuple(dict.fromkeys((system, "graph", "noisify", *deps, *teachers))),  # p vs both teachers
         outputs=(f"decode/{system}",),
-        all_processes=True,  # every process loads the checkpoint (orbax synchronises them) and decodes
+        all_processes=True,  # every process loads the checkpoint and decodes its share; 0 writes
         kind="evaluate",
         systems=(system,),
     )
@@ -173,15 +173,24 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("seed", "corpus"),
             outputs=("corpus",),
             version=2,
+            all_processes=True,  # each process synthesises (or checks) its share of the chunks; 0 writes
             inputs=_user_corpus,
         ),
-        Stage("noise", _lazy("data_prep.noise", "run"), ("seed", "noise"), outputs=("noise",), inputs=_user_noise),
+        Stage(
+            "noise",
+            _lazy("data_prep.noise", "run"),
+            ("seed", "noise"),
+            outputs=("noise",),
+            all_processes=True,  # each process synthesises its share of the clips; 0 writes
+            inputs=_user_noise,
+        ),
         Stage(
             "noisify",
             _lazy("data_prep.noisify", "run"),
             ("seed", "noisify", "corpus.min_duration", "corpus.alphabet", "corpus.on_bad_input", "corpus.min_level_db"),
             deps=("corpus", "noise"),
             outputs=("noisy",),
+            all_processes=True,  # each process mixes its share of every condition's chunks; 0 writes
             version=3,  # copies of sources below 16 kHz kept to their band (2: RIR tails, noise gains on responses)
             inputs=_user_test_conditions,
         ),
@@ -191,6 +200,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             tuple(f"hmm.{field}" for field in config.hmm if field not in GRAPH_ONLY_HMM_FIELDS),
             deps=("corpus",),
             outputs=("lang", "align"),
+            all_processes=True,  # each process aligns its share of the utterances; 0 writes
             version=2,
             inputs=_user_lexicon,
         ),
@@ -209,6 +219,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("hmm.gmm_baseline", "decode"),
             deps=("align", "graph", "noisify"),
             outputs=("decode/gmm",),
+            all_processes=True,  # each process scores and decodes its share of the utterances; 0 writes
             version=3,  # an evaluation stage; bootstrap intervals for the GMM too
             kind="evaluate",
             systems=("gmm",),
