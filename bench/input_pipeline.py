@@ -9,9 +9,19 @@ this process, no worker processes) the asr recipe's way (batch 16, buckets 256 /
 `loader_frames_per_s_per_core` is the frames of the padded batches (batch x bucket length, what
 the step computes LFBE of) per CPU second of this process (every thread counted), after a
 warm-up; the files are in the page cache, so this is the CPU cost of reading, decoding and
-padding, not of a disk. The issue's target is >= 200,000. Prints one JSON object.
+padding, not of a disk. The issue's target is >= 200,000.
 
-    python bench/input_pipeline.py [--hours 0.25] [--batches 300]
+`onthefly_noisify_overhead`: the student's training step (the main job's model, batch 16, the
+online teacher inside, as experiments/onthefly_top20_T2.py trains) with on-device mixing
+(student.noisify='onthefly': FFT convolution with 1 + 3 RIRs, the mix, LFBE of the mix and of
+the clean audio, tsasr.audio.device_mix) divided by the same step on precomputed noisy and clean
+features of the same batch shapes; the median of --timed-steps steps after compiling, per
+bucket (256 and 512 frames), weighted by the share of batches each bucket gets for these
+utterance lengths. The issue's target is <= 1.15 on the 2-core CPU. `onthefly_noisify_overhead_cpu`
+is the same ratio of this process's CPU seconds, which other jobs' load disturbs less. Prints
+one JSON object.
+
+    python bench/input_pipeline.py [--hours 0.25] [--batches 300] [--timed-steps 7]
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import tempfile
 import time
 
 import numpy as np
+import soundfile
 
 from tsasr.data import loader as loader_lib
 from tsasr.data import records
@@ -49,12 +60,122 @@ def examples(hours: float, seed: int = 0):
         i += 1
 
 
+def _noise_files(directory: str) -> list[dict]:
+    """Four 20 s noise clips (tones in white noise) as a noise manifest's entries."""
+    rng = np.random.default_rng(1)
+    noises = []
+    for i, kind in enumerate(("music", "tv", "stationary", "music")):
+        t = np.arange(20 * 16000) / 16000
+        audio = 0.2 * np.sin(2 * np.pi * (200 + 100 * i) * t) + 0.05 * rng.standard_normal(t.size)
+        path = os.path.join(directory, f"noise{i}.wav")
+        soundfile.write(path, audio.astype(np.float32), 16000, "PCM_16")
+        noises.append({"id": f"noise{i}", "audio": path, "duration": 20.0, "kind": kind})
+    return noises
+
+
+def onthefly_overhead(directory: str, hours: float, batch_size: int, timed_steps: int) -> dict:
+    """Student step time with on-device mixing / without (see the module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from tsasr.audio import device_mix
+    from tsasr.audio import lfbe as lfbe_lib
+    from tsasr.data import batching
+    from tsasr.distill import label as label_lib
+    from tsasr.models import build_model
+    from tsasr.recipes.asr import config as asr_config
+    from tsasr.recipes.asr import objectives
+    from tsasr.recipes.asr import onthefly
+    from tsasr.train import sharding
+    from tsasr.train import state as state_lib
+    from tsasr.train import step as step_lib
+
+    config = asr_config.base_config()
+    cfg = config.student
+    fields = {**cfg.model.to_dict(), "num_senones": config.hmm.num_senones}
+    model = build_model(fields)
+    key = jax.random.PRNGKey(0)
+    init = lambda k: model.init({"params": k, "dropout": k}, jnp.zeros((1, 12, 64)), jnp.zeros((1, 12)))["params"]  # noqa: E731
+    teacher_params, student_params = init(key), init(jax.random.PRNGKey(1))
+    mesh = sharding.data_mesh()
+    frozen = sharding.replicate(teacher_params, mesh)
+    tx = optax.adam(1e-3)
+    loss_fn = objectives.make_loss_fn(
+        model, 1, jnp.float32, cfg.top_k, cfg.temperature, teacher=label_lib.teacher_top_k(model, cfg.top_k)
+    )
+    rng = np.random.default_rng(0)
+    norm = {"mean": rng.normal(size=64).tolist(), "std": (1 + rng.random(64)).tolist(), "utterance_mean": True}
+    steps = {
+        "onthefly": device_mix.on_mix(loss_fn, norm, norm),
+        "stored": loss_fn,
+    }
+    steps = {
+        name: step_lib.jit_train_step(step_lib.make_train_step(fn, tx, lambda s: 1e-3), mesh, with_frozen=True)
+        for name, fn in steps.items()
+    }
+    draws = onthefly.MixDraws(_noise_files(directory), config.noisify.to_dict(), seed=0)
+    frames = np.array([lfbe_lib.num_frames(len(e["audio"])) for e in examples(hours)])
+    buckets = np.array([batching.bucket_length(int(f), tuple(cfg.bucket_boundaries)) for f in frames])
+    result = {}
+    for length in cfg.bucket_boundaries:
+        lengths = [f for f, b in zip(frames, buckets) if b == length][:batch_size]
+        audio = {
+            f"u{i}": rng.integers(-3000, 3000, (f - 1) * 160 + 400).astype(np.int16) for i, f in enumerate(lengths)
+        }
+        records_ = [{"id": u} for u in audio]
+        source = onthefly.OnTheFlyBatches(
+            onthefly.onthefly_examples(records_, audio),
+            audio,
+            {u: "train_unlabelled" for u in audio},
+            draws,
+            batching.BatchingConfig(batch_size, tuple(cfg.bucket_boundaries), keys=onthefly.ONTHEFLY_KEYS),
+        )
+        mixed = next(source.epoch(0))
+        mixed.pop("ids")
+        features, paddings = jax.jit(lambda b: device_mix.features_of_mix(b, norm, norm))(
+            {k: mixed[k] for k in device_mix.BATCH_KEYS}
+        )
+        batches = {
+            "onthefly": mixed,
+            "stored": {**jax.tree.map(np.asarray, features), "feature_paddings": np.asarray(paddings)},
+        }
+        states = {n: state_lib.create(jax.tree.map(jnp.array, student_params), tx) for n in steps}
+        compiled = {n: steps[n].lower(states[n], batches[n], key, frozen).compile() for n in steps}
+        times = {n: [] for n in steps}
+        cpu = {n: [] for n in steps}
+        for i in range(timed_steps + 2):
+            for n in steps:  # interleaved, so a change of load hits both
+                start, cpu_start = time.perf_counter(), time.process_time()
+                states[n], measurements = compiled[n](states[n], batches[n], key, frozen)
+                jax.block_until_ready(measurements)
+                if i >= 2:
+                    times[n].append(time.perf_counter() - start)
+                    cpu[n].append(time.process_time() - cpu_start)
+        result[length] = {n: float(np.median(t)) for n, t in times.items()}
+        result[length].update({f"{n}_cpu": float(np.median(t)) for n, t in cpu.items()})
+    share = {length: float(np.mean(buckets == length)) for length in cfg.bucket_boundaries}
+    total = sum(share.values())
+    variants = ("onthefly", "stored", "onthefly_cpu", "stored_cpu")
+    weighted = {n: sum(share[b] / total * result[b][n] for b in result) for n in variants}
+    return {
+        "onthefly_noisify_overhead": round(weighted["onthefly"] / weighted["stored"], 3),
+        # the same ratio of CPU seconds (every thread of this process): less sensitive to other jobs' load
+        "onthefly_noisify_overhead_cpu": round(weighted["onthefly_cpu"] / weighted["stored_cpu"], 3),
+        "onthefly_step_ms": {str(b): round(1000 * r["onthefly"], 1) for b, r in result.items()},
+        "stored_step_ms": {str(b): round(1000 * r["stored"], 1) for b, r in result.items()},
+        "onthefly_bucket_share": {str(b): round(s / total, 3) for b, s in share.items()},
+        "onthefly_rir_taps": draws.taps,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hours", type=float, default=0.25, help="audio in the temporary records")
     parser.add_argument("--batches", type=int, default=300, help="timed batches (after 20 of warm-up)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--read-threads", type=int, default=1)
+    parser.add_argument("--timed-steps", type=int, default=7, help="timed student steps per bucket and variant")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -76,6 +197,7 @@ def main() -> None:
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         batches.close()
         size = sum(os.path.getsize(os.path.join(tmp, s["file"])) for s in index["shards"])
+        overhead = onthefly_overhead(tmp, args.hours, args.batch_size, args.timed_steps)
     print(
         json.dumps(
             {
@@ -92,6 +214,7 @@ def main() -> None:
                 "bytes_per_frame": round(size / index["frames"], 1),
                 "write_x_realtime": round(index["hours"] * 3600 / write_seconds, 1),
                 "cpu_count": os.cpu_count(),
+                **overhead,
                 "load_average_1min": round(os.getloadavg()[0], 2),
             }
         )

@@ -289,6 +289,8 @@ def student_config() -> ml_collections.ConfigDict:
     c.temperature = 2.0  # T: targets are softmax(teacher logits[:k'] / T)
     c.hard_weight = 0.0  # w: on labelled frames the target is (1 - w) * teacher + w * one-hot(alignment)
     c.online = False  # the teacher runs inside the student's step on the clean audio; no stored labels
+    c.noisify = "stored"  # or 'onthefly' (needs online): each epoch a fresh mix of every clean utterance, in the step
+    c.input = "memory"  # or 'stream' (noisify='onthefly' only): clean audio from shards in WORKDIR/<stage>/records/
     c.train.num_epochs = 2.5  # passes over the noisy training data (240 steps of the default corpus)
     c.train.eval_every = 60  # held-out soft-target loss every 60 steps; the best state is the student
     return c

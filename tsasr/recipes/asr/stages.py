@@ -270,7 +270,13 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             )
         )
     students = (
-        _train("student_ce", "student.run", ("seed", "student"), ("label", "noisify", "teacher_seq"), 2),
+        _train(
+            "student_ce",
+            "student.run",
+            ("seed", "student", *(("noisify",) if config.student.get("noisify") == "onthefly" else ())),
+            ("label", "noisify", "teacher_seq"),
+            2,
+        ),
         _decode("student_ce", student_reference, (f"decode_{student_reference}",)),
         *second_student(config),
         _train("student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3),

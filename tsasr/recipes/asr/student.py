@@ -16,6 +16,9 @@ Options (config.student):
   for when storing labels costs more than recomputing them. The targets are those of
   the offline path computed from the teacher's float32 logits, where the stored labels
   keep them in float16.
+- noisify: 'stored' (the noisify stage's one noisy copy per utterance) or 'onthefly' (needs
+  online): a fresh mix of every clean utterance each epoch, made on the device inside the step
+  (tsasr.recipes.asr.onthefly).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from tsasr.recipes.asr import teacher as teacher_stage
 
 SPLITS = tuple(layout.noisy(s) for s in layout.TRAIN_SPLITS)
 CLEAN_SPLITS = tuple(layout.clean(s) for s in layout.TRAIN_SPLITS)
+NOISIFY = ("stored", "onthefly")  # student.noisify
 log = logging.getLogger(__name__)
 
 
@@ -91,10 +95,22 @@ def add_hard_labels(examples: list[dict], records: list[dict], alignments) -> in
 def run(config, workdir: pathlib.Path, name: str = "student_ce", teacher: str = "", labels: str = "labels") -> dict:
     """Training stage `student_ce` (or Table 2's second student, `name`, on `teacher`'s `labels`)."""
     cfg = config.student
-    if cfg.input != "memory":
-        raise ValueError(f"student.input={cfg.input!r} is not supported yet: the student trains from host memory")
+    if cfg.noisify not in NOISIFY:
+        raise ValueError(f"student.noisify={cfg.noisify!r}, expected one of {NOISIFY}")
+    if cfg.noisify == "onthefly" and not cfg.online:
+        raise ValueError("student.noisify='onthefly' needs student.online=True: fresh mixes have no stored labels")
+    if cfg.input not in teacher_stage.INPUTS:
+        raise ValueError(f"student.input={cfg.input!r}, expected one of {teacher_stage.INPUTS}")
+    if cfg.input == "stream" and cfg.noisify != "onthefly":
+        raise ValueError(
+            "student.input='stream' needs student.noisify='onthefly': stored noisy copies train from memory"
+        )
     teacher_name = teacher or cfg.teacher
     workdir = pathlib.Path(workdir)
+    if cfg.noisify == "onthefly":
+        from tsasr.recipes.asr import onthefly  # its module imports this one's helpers
+
+        return onthefly.run(config, cfg, workdir, name, teacher_name)
     records = [r for split in SPLITS for r in acoustic.read(workdir, split)]
     features = acoustic.compute_features(records, f"{name}: noisy features")
     train = [r for r in records if not teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent)]
@@ -104,10 +120,7 @@ def run(config, workdir: pathlib.Path, name: str = "student_ce", teacher: str = 
     frozen, teacher = None, None
     if cfg.online:
         teacher_model, frozen, teacher_norm = acoustic.load_system(workdir, teacher_name)
-        num_senones = teacher_model.config.num_senones
-        top_k = cfg.top_k or num_senones
-        sl.validate_k_temperature(top_k, cfg.temperature, num_senones)
-        teacher = label_lib.teacher_top_k(teacher_model, top_k)
+        num_senones, top_k, teacher = online_teacher(cfg, teacher_model)
         clean_records = [r for split in CLEAN_SPLITS for r in acoustic.read(workdir, split)]
         clean = acoustic.normalise(acoustic.compute_features(clean_records, f"{name}: clean features"), teacher_norm)
         examples, heldout_examples = online_examples(train, features, clean), online_examples(held, features, clean)
@@ -119,21 +132,38 @@ def run(config, workdir: pathlib.Path, name: str = "student_ce", teacher: str = 
         heldout_examples = soft_examples(held, features, reader, top_k, cfg.temperature)
     summary_extra = {}
     if cfg.hard_weight:
-        if not 0.0 < cfg.hard_weight <= 1.0:
-            raise ValueError(f"student.hard_weight={cfg.hard_weight!r} must be in [0, 1]")
-        alignments = np.load(workdir / "align" / "senones.npz")
-        aligned = json.loads((workdir / "align" / "summary.json").read_text())["num_senones"]
-        if aligned != num_senones:
-            raise ValueError(f"the alignments have {aligned} senones, the teacher {num_senones}")
+        alignments = hard_alignments(workdir, cfg, num_senones)
         summary_extra["hard_labelled_utterances"] = add_hard_labels(examples, train, alignments)
         add_hard_labels(heldout_examples, held, alignments)
-        log.info(
-            "%s: hard labels (weight %g) on %d of %d training utterances",
-            name,
-            cfg.hard_weight,
-            summary_extra["hard_labelled_utterances"],
-            len(examples),
-        )
+        log_hard_labels(name, cfg, summary_extra["hard_labelled_utterances"], len(examples))
+    data = teacher_stage.TrainingSet(examples, heldout_examples, norm, num_senones)
+    return train_student(config, cfg, workdir, name, data, top_k, teacher, frozen, teacher_name, summary_extra)
+
+
+def online_teacher(cfg, teacher_model):
+    """(num_senones, top_k, teacher) of the online teacher: its top-k inside the step."""
+    num_senones = teacher_model.config.num_senones
+    top_k = cfg.top_k or num_senones
+    sl.validate_k_temperature(top_k, cfg.temperature, num_senones)
+    return num_senones, top_k, label_lib.teacher_top_k(teacher_model, top_k)
+
+
+def hard_alignments(workdir: pathlib.Path, cfg, num_senones: int):
+    if not 0.0 < cfg.hard_weight <= 1.0:
+        raise ValueError(f"student.hard_weight={cfg.hard_weight!r} must be in [0, 1]")
+    alignments = np.load(workdir / "align" / "senones.npz")
+    aligned = json.loads((workdir / "align" / "summary.json").read_text())["num_senones"]
+    if aligned != num_senones:
+        raise ValueError(f"the alignments have {aligned} senones, the teacher {num_senones}")
+    return alignments
+
+
+def log_hard_labels(name: str, cfg, labelled: int, total: int) -> None:
+    log.info("%s: hard labels (weight %g) on %d of %d training utterances", name, cfg.hard_weight, labelled, total)
+
+
+def train_student(config, cfg, workdir, name, data, top_k, teacher, frozen, teacher_name, summary_extra) -> dict:
+    """teacher.fit with the student's soft-target loss; the stage's summary."""
 
     def make_loss(model, train_cfg):
         return teacher_stage.frame_loss(
@@ -145,7 +175,6 @@ def run(config, workdir: pathlib.Path, name: str = "student_ce", teacher: str = 
             teacher=teacher,
         )
 
-    data = teacher_stage.TrainingSet(examples, heldout_examples, norm, num_senones)
     summary = teacher_stage.fit(config, cfg, workdir, name, data, make_loss=make_loss, frozen=frozen)
     summary.update(
         top_k=top_k,

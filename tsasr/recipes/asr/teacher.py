@@ -50,13 +50,19 @@ def heldout(utt_id: str, percent: int) -> bool:
 class TrainingSet:
     """What a stage prepared for `fit`: normalised examples (acoustic.BATCH_KEYS), the held-out
     ones, the normalisation they were made with, and the size of the output layer. With `stream`
-    the training examples are its batches of audio instead (`examples` is empty)."""
+    the training examples are its batches of audio instead (`examples` is empty): a
+    loader_lib.Loader, or any batch source with its `batches_per_epoch`, `index` (`records`,
+    `frames`) and `__call__(start_step)`. `dev` replaces the held-out examples by a batch source
+    with `epoch()`; `on_device(loss_fn)` the loss on the stream's batches (default
+    `on_audio_or_features`: LFBE of `audio` in the step)."""
 
     examples: list[dict]
     heldout: list[dict]
     norm: dict
     num_senones: int
     stream: loader_lib.Loader | None = None
+    dev: object | None = None
+    on_device: Callable[[Callable], Callable] | None = None
 
 
 def batching_config(config, cfg, **options) -> batching.BatchingConfig:
@@ -124,11 +130,13 @@ def fit(
         train_cfg.feature_dim = len(data.norm["mean"])
         utterances, frames = int(batcher.index["records"]), int(batcher.index["frames"])
     train_cfg.num_steps = loop.resolve_num_steps(train_cfg, batcher.batches_per_epoch, name)
-    dev = None
-    if data.heldout:
+    dev = data.dev
+    if dev is None and data.heldout:
         dev = batching.Batcher(data.heldout, batching_config(config, cfg, drop_remainder=False))
     loss_fn = make_loss(model, train_cfg) if make_loss else frame_loss(model, train_cfg)
-    if data.stream is not None:
+    if data.on_device is not None:
+        loss_fn = data.on_device(loss_fn)
+    elif data.stream is not None:
         loss_fn = on_audio_or_features(loss_fn, data.norm)
     state = loop.train(
         train_cfg, model, loss_fn, batcher, str(out), frozen=frozen, dev_batches=dev.epoch if dev else None
