@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from tsasr import parallel
+from tsasr import pipeline
 from tsasr.audio import io as audio_io
 from tsasr.data import manifest
 
@@ -109,13 +110,17 @@ def validate(
     split: str,
     min_level_db: float = -60.0,
 ) -> tuple[list[dict], collections.Counter]:
-    """Checks every line of a user manifest; returns the good records and counts of skips by reason."""
+    """Checks every line of a user manifest; returns the good records and counts of skips by reason.
+
+    In a multi-host run every process checks its share and gets every result; process 0 alone
+    logs the skips."""
     if on_bad_input not in ("skip", "stop"):
         raise ValueError(f"on_bad_input must be 'skip' or 'stop', not {on_bad_input!r}")
     try:
         raw = manifest.read_manifest(path, required=("id", "audio"), where=True)
     except manifest.ManifestError as err:
         raise BadInputError(str(err)) from err
+    says = pipeline.process_index() == 0
     seen, unique = set(), []
     skipped = collections.Counter()
     for record in raw:
@@ -123,7 +128,8 @@ def validate(
             message = f"{path}: duplicate utterance id {record['id']!r} ({record['_where']})"
             if on_bad_input == "stop":
                 raise BadInputError(message)
-            log.warning("skipping: %s", message)
+            if says:
+                log.warning("skipping: %s", message)
             skipped["duplicate_id"] += 1
             continue
         seen.add(record["id"])
@@ -137,12 +143,13 @@ def validate(
         if "error" in result:
             if on_bad_input == "stop":
                 raise BadInputError(result["error"] + " (set corpus.on_bad_input='skip' to skip such items)")
-            log.warning("skipping: %s", result["error"])
+            if says:
+                log.warning("skipping: %s", result["error"])
             skipped[result["reason"]] += 1
         else:
             good.append(result["record"])
     rates = collections.Counter(r["sample_rate"] for r in good)
     for rate, n in rates.items():
-        if rate != audio_io.SAMPLE_RATE:
+        if rate != audio_io.SAMPLE_RATE and says:
             log.info("%s: %d files at %d Hz will be resampled to 16 kHz on read", split, n, rate)
     return good, skipped

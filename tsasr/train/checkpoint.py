@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from tsasr import workdir as wd
@@ -43,7 +44,9 @@ class Checkpoints:
 
         Resume order: an existing checkpoint in this workdir (the run was interrupted),
         then the explicit init checkpoint (its params only; fresh step and optimizer), then
-        from scratch (init_fn).
+        from scratch (init_fn). The target's shardings (not the saved ones) place what is
+        restored, so a run may resume, or start from, a checkpoint that another number of
+        processes wrote.
         """
         target = _with_sharding(abstract_state, sharding)
         latest = self.manager.latest_step()
@@ -81,41 +84,60 @@ def _quiet_absl():
 def load_params(checkpoint_dir: str, abstract_params):
     """Params of the latest checkpoint under checkpoint_dir, placed like abstract_params.
 
+    Any number of processes may load a checkpoint written by any other number: each process
+    reads the whole params onto one of its own devices (a read that synchronises with no other
+    process, so process 0 alone may load one while the others wait), against a target built
+    from the checkpoint's own metadata (without one orbax expects the writer's devices); then
+    each leaf becomes an array with its abstract leaf's sharding (this process's first device
+    when it has none), which may span every process (identical values on each).
+
     Raises ValueError when the checkpoint is missing or its params do not have the
     structure and shapes of the model being trained.
     """
+    # This process alone: no barrier with the others, who may not be loading anything now.
+    alone = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
     with _quiet_absl():  # orbax warns three times that a read-only manager is read-only
         manager = ocp.CheckpointManager(
-            wd.absolute(checkpoint_dir), options=ocp.CheckpointManagerOptions(read_only=True)
+            wd.absolute(checkpoint_dir),
+            item_handlers=ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
+            options=ocp.CheckpointManagerOptions(read_only=True, multiprocessing_options=alone),
         )
-    step = manager.latest_step()
-    if step is None:
-        raise ValueError(f"init checkpoint {checkpoint_dir!r} holds no checkpoint.")
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise ValueError(f"init checkpoint {checkpoint_dir!r} holds no checkpoint.")
+        metadata = manager.item_metadata(step)
+        saved = getattr(metadata, "tree", metadata)["params"]
+        expected = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+        found = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+        for path, leaf in expected:
+            name = jax.tree_util.keystr(path)
+            if path not in found:
+                raise ValueError(f"init checkpoint {checkpoint_dir!r}: params lack {name}.")
+            if tuple(found[path].shape) != tuple(leaf.shape):
+                raise ValueError(
+                    f"init checkpoint {checkpoint_dir!r}: {name} has shape "
+                    f"{tuple(found[path].shape)}, the model needs {tuple(leaf.shape)}."
+                )
+        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        item = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here), saved)}
+        restore_args = {"params": jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=here), saved)}
+        restored = manager.restore(
+            step, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        )
+    finally:
+        manager.close()
     params = restored["params"]
-    expected = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-    found = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-    for path, leaf in expected:
-        name = jax.tree_util.keystr(path)
-        if path not in found:
-            raise ValueError(f"init checkpoint {checkpoint_dir!r}: params lack {name}.")
-        if tuple(found[path].shape) != tuple(leaf.shape):
-            raise ValueError(
-                f"init checkpoint {checkpoint_dir!r}: {name} has shape "
-                f"{tuple(found[path].shape)}, the model needs {tuple(leaf.shape)}."
-            )
-    manager.close()
-    return jax.tree.map(
-        lambda leaf, x: jax.device_put(_local(x).astype(leaf.dtype), leaf.sharding), abstract_params, params
-    )
+    return jax.tree.map(lambda leaf, x: _place(x.astype(leaf.dtype), leaf.sharding), abstract_params, params)
 
 
-def _local(x):
-    """A restored array as this process can place it: in a multi-host run orbax restores params
-    replicated over every process's devices, and each local shard holds the whole array."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        shard = x.addressable_data(0)
-        if shard.shape != x.shape:
-            raise ValueError(f"checkpoint array {x.shape} is sharded over hosts ({shard.shape} here), not replicated")
-        return shard
-    return x
+def _place(local: jax.Array, sharding):
+    """A whole array on one of this process's devices -> an array with `sharding`: moved on
+    device when every device of the sharding is this process's, else built from host values
+    (jax cannot transfer to other hosts' devices; each process supplies its own shards)."""
+    if sharding is None:
+        return local
+    if sharding.is_fully_addressable:
+        return jax.device_put(local, sharding)
+    host = np.asarray(local)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

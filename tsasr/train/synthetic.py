@@ -67,6 +67,7 @@ def main(argv=None):
     parser.add_argument(
         "--sigkill-at-step", type=int, default=-1, help="kill this process with SIGKILL after dispatching this step"
     )
+    parser.add_argument("--init-checkpoint", default="", help="start from this checkpoint directory's params")
     parser.add_argument("--coordinator", default="", help="host:port for multi-process")
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--process-id", type=int, default=0)
@@ -94,6 +95,7 @@ def main(argv=None):
     config.num_steps = args.steps
     config.feature_dim = feature_dim
     config.checkpoint_every = args.checkpoint_every
+    config.init_checkpoint = args.init_checkpoint
     config.log_every = 1
     config.progress_bar = False
     config.optimizer.learning_rate = 1e-2

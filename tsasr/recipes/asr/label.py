@@ -5,7 +5,8 @@ senones and logits (tsasr.distill.label) are stored by tsasr.distill.soft_labels
 k = student.label_top_k, the largest k any student of the experiment uses; every smaller k
 and any temperature are derived when read. Shards are labelled one at a time and written
 atomically: a killed run redoes only unfinished shards, and with several processes,
-process p labels the shards i with i % processes == p.
+process p labels the shards i with i % processes == p (tsasr.pipeline.share); process 0
+writes the index once every shard is written.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import logging
 import pathlib
 import time
 
-import jax
-from jax.experimental import multihost_utils
-
+from tsasr import pipeline
 from tsasr.data import layout
 from tsasr.distill import soft_labels as sl
 from tsasr.distill.label import label_features
@@ -48,9 +47,8 @@ def run(config, workdir: pathlib.Path, teacher: str = "", labels: str = "labels"
     for r in records:
         shards.setdefault(sl.shard_of(r["id"], cfg.label_shards), []).append(r)
     started, frames, done_before = time.perf_counter(), 0, 0
-    for index in range(cfg.label_shards):
-        if index % jax.process_count() != jax.process_index():
-            continue
+    mine = pipeline.share(cfg.label_shards)
+    for index in mine:
         if sl.shard_done(out, index):
             done_before += 1
             continue
@@ -64,8 +62,14 @@ def run(config, workdir: pathlib.Path, teacher: str = "", labels: str = "labels"
         writer.close()
     if done_before:
         log.info("label: %d shards were already done (resumed)", done_before)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("label: every shard written")
+    process, processes = pipeline.processes()
+    if processes > 1:
+        log.info(
+            "%s: process %d of %d labelled %d of %d shards", labels, process, processes, len(mine), cfg.label_shards
+        )
+    pipeline.barrier("label: every shard written")
+    if process != 0:  # process 0 writes the index; the stage's barrier holds the others until it has
+        return {"teacher": teacher, "k": k, "shards": len(mine)}
     index = sl.write_index(out, k, num_senones, cfg.label_shards, {"teacher": teacher})
     size = sum((out / f"{sl.shard_name(i)}.bin").stat().st_size for i in range(cfg.label_shards))
     total_frames = sum(v["frames"] for v in index["shards"].values())

@@ -264,6 +264,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
                     ("decode",),
                     deps=("sweep", "graph", "noisify", "decode_teacher_seq"),
                     outputs=tuple(f"decode/{m.system}" for m in members),
+                    all_processes=True,  # every process decodes its share of each member's test sets; 0 writes
                     kind="evaluate",
                     systems=tuple(m.system for m in members),
                 ),

@@ -35,6 +35,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tsasr import pipeline
 from tsasr import workdir as wd
 from tsasr.data import batching
 from tsasr.data import layout
@@ -185,17 +186,21 @@ def load_members(workdir: pathlib.Path):
 
 
 def decode(config, workdir: pathlib.Path) -> dict:
-    """Evaluation stage `decode_sweep`: every member decoded and scored, the table and the plot."""
+    """Evaluation stage `decode_sweep`: every member decoded and scored, the table and the plot.
+
+    Multi-host: every process decodes its share of each member's test sets
+    (evaluate.decode_network); process 0 writes the rows, the table and the plot."""
     workdir = pathlib.Path(workdir)
+    writes = pipeline.processes()[0] == 0
     model, params, norm, members = load_members(workdir)
     heldout = json.loads((workdir / OUTPUT / "heldout.json").read_text())
     reference = next((r for r in ("teacher_seq", "teacher_ce") if (workdir / layout.decoded(r)).exists()), None)
     for m, member in enumerate(members):
         evaluate.decode_network(config, workdir, member.system, model, loop.member_slice(params, m), norm, reference)
         extra = {"top_k": member.top_k, "temperature": member.temperature, **heldout.get(member.system, {})}
-        if jax.process_index() == 0:
+        if writes:
             results_lib.update_results(workdir, member.system, {}, extra)
-    if jax.process_index() != 0:
+    if not writes:
         return {"members": len(members)}
     systems = results_lib.read(workdir)["systems"]
     steps = json.loads((workdir / OUTPUT / "train_config.json").read_text())["train"]["num_steps"]
