@@ -194,8 +194,9 @@ def test_classifier_windows_cover_every_frame():
     assert models.window_starts(63, 32, 8) == [0, 8, 16, 24, 31]
     assert models.window_starts(20, 32, 8) == [0]
     model = models.IdClassifier(models.ClassifierConfig(num_classes=6, width=8))
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 64)), jnp.zeros((1, 12)))
-    logits, window_paddings = model.apply(params, jnp.zeros((2, 63, 64)), jnp.zeros((2, 63)))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 12, 64)), jnp.zeros((1, 12)))
+    # jitted: one compilation instead of one per operation
+    logits, window_paddings = jax.jit(model.apply)(params, jnp.zeros((2, 63, 64)), jnp.zeros((2, 63)))
     assert logits.shape == (2, 5, 6) and window_paddings.shape == (2, 5)
 
 

@@ -204,10 +204,11 @@ def test_annotate_is_a_majority_vote():
 def test_models_keep_a_frame_axis(kind, channels, lstm, frames_out):
     model = models.build(kind, channels, lstm)
     x, p = jnp.zeros((2, 198, 64)), jnp.zeros((2, 198))
-    params = model.init(
+    params = jax.jit(model.init)(  # jitted: one compilation instead of one per operation
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, jnp.zeros((1, 12, 64)), jnp.zeros((1, 12))
     )
-    outputs, paddings = model.apply(params, x, p, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    apply = jax.jit(lambda params, x, p: model.apply(params, x, p, train=True, rngs={"dropout": jax.random.PRNGKey(1)}))
+    outputs, paddings = apply(params, x, p)
     assert outputs["logits"].shape == (2, 8)
     assert outputs["layer"].shape[:2] == (2, frames_out) and paddings.shape == (2, frames_out)
 
