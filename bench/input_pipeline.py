@@ -18,8 +18,10 @@ the clean audio, tsasr.audio.device_mix) divided by the same step on precomputed
 features of the same batch shapes; the median of --timed-steps steps after compiling, per
 bucket (256 and 512 frames), weighted by the share of batches each bucket gets for these
 utterance lengths. The issue's target is <= 1.15 on the 2-core CPU. `onthefly_noisify_overhead_cpu`
-is the same ratio of this process's CPU seconds, which other jobs' load disturbs less. Prints
-one JSON object.
+is the same ratio of this process's CPU seconds, which other jobs' load disturbs less.
+`onthefly_mixing_overhead_vs_audio` divides by the step on the stored noisy copy and the clean
+audio as 16-bit PCM with their LFBE in the step (the streamed input's design): what the mixing
+adds when the features are on the device either way. Prints one JSON object.
 
     python bench/input_pipeline.py [--hours 0.25] [--batches 300] [--timed-steps 7]
 """
@@ -79,7 +81,7 @@ def onthefly_overhead(directory: str, hours: float, batch_size: int, timed_steps
     import jax.numpy as jnp
     import optax
 
-    from tsasr.audio import device_mix
+    from tsasr.audio import device_features, device_mix
     from tsasr.audio import lfbe as lfbe_lib
     from tsasr.data import batching
     from tsasr.distill import label as label_lib
@@ -106,9 +108,22 @@ def onthefly_overhead(directory: str, hours: float, batch_size: int, timed_steps
     )
     rng = np.random.default_rng(0)
     norm = {"mean": rng.normal(size=64).tolist(), "std": (1 + rng.random(64)).tolist(), "utterance_mean": True}
+
+    def on_stored_audio(batch_loss):
+        """The stored copy streamed as 16-bit audio: LFBE of the noisy and the clean audio in the step."""
+
+        def loss(params, batch, rng, train=True, **frozen):
+            noisy, paddings = device_features.from_norm(batch["noisy_audio"], batch["audio_lengths"], norm)
+            clean, _ = device_features.from_norm(batch["audio"], batch["audio_lengths"], norm)
+            features = {"features": noisy, "clean_features": clean, "feature_paddings": paddings}
+            return batch_loss(params, features, rng, train, **frozen)
+
+        return loss
+
     steps = {
         "onthefly": device_mix.on_mix(loss_fn, norm, norm),
         "stored": loss_fn,
+        "stored_audio": on_stored_audio(loss_fn),
     }
     steps = {
         name: step_lib.jit_train_step(step_lib.make_train_step(fn, tx, lambda s: 1e-3), mesh, with_frozen=True)
@@ -136,9 +151,15 @@ def onthefly_overhead(directory: str, hours: float, batch_size: int, timed_steps
         features, paddings = jax.jit(lambda b: device_mix.features_of_mix(b, norm, norm))(
             {k: mixed[k] for k in device_mix.BATCH_KEYS}
         )
+        noisy = jax.jit(device_mix.reverberant_mix)(*(mixed[k] for k in device_mix.BATCH_KEYS))
         batches = {
             "onthefly": mixed,
             "stored": {**jax.tree.map(np.asarray, features), "feature_paddings": np.asarray(paddings)},
+            "stored_audio": {
+                "audio": mixed["audio"],
+                "noisy_audio": records.to_pcm16(np.asarray(noisy)),
+                "audio_lengths": mixed["audio_lengths"],
+            },
         }
         states = {n: state_lib.create(jax.tree.map(jnp.array, student_params), tx) for n in steps}
         compiled = {n: steps[n].lower(states[n], batches[n], key, frozen).compile() for n in steps}
@@ -156,13 +177,17 @@ def onthefly_overhead(directory: str, hours: float, batch_size: int, timed_steps
         result[length].update({f"{n}_cpu": float(np.median(t)) for n, t in cpu.items()})
     share = {length: float(np.mean(buckets == length)) for length in cfg.bucket_boundaries}
     total = sum(share.values())
-    variants = ("onthefly", "stored", "onthefly_cpu", "stored_cpu")
+    variants = ("onthefly", "stored", "stored_audio", "onthefly_cpu", "stored_cpu")
     weighted = {n: sum(share[b] / total * result[b][n] for b in result) for n in variants}
     return {
         "onthefly_noisify_overhead": round(weighted["onthefly"] / weighted["stored"], 3),
         # the same ratio of CPU seconds (every thread of this process): less sensitive to other jobs' load
         "onthefly_noisify_overhead_cpu": round(weighted["onthefly_cpu"] / weighted["stored_cpu"], 3),
+        # against the stored copy as 16-bit audio with LFBE in the step (streamed input, item 1's
+        # design): what the mixing itself adds, the features being on the device in both
+        "onthefly_mixing_overhead_vs_audio": round(weighted["onthefly"] / weighted["stored_audio"], 3),
         "onthefly_step_ms": {str(b): round(1000 * r["onthefly"], 1) for b, r in result.items()},
+        "stored_audio_step_ms": {str(b): round(1000 * r["stored_audio"], 1) for b, r in result.items()},
         "stored_step_ms": {str(b): round(1000 * r["stored"], 1) for b, r in result.items()},
         "onthefly_bucket_share": {str(b): round(s / total, 3) for b, s in share.items()},
         "onthefly_rir_taps": draws.taps,
