@@ -26,19 +26,9 @@ from tsasr.recipes.asr import onthefly, student
 from tsasr.recipes.asr import teacher
 
 from conftest import run_asr, tiny_config
+from test_noisify import _lag  # GCC-PHAT lag, as the stored copies' alignment is measured
 
 RATE = 16000
-
-
-def _lag(noisy: np.ndarray, clean: np.ndarray, max_lag: int = 800) -> int:
-    """Lag (samples) of noisy against clean by GCC-PHAT, as tests/test_noisify.py measures it."""
-    n = len(clean)
-    spectrum = np.fft.rfft(noisy, 2 * n) * np.conj(np.fft.rfft(clean, 2 * n))
-    spectrum /= np.abs(spectrum) + 1e-12
-    xcorr = np.fft.irfft(spectrum, 2 * n)
-    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
-    values = np.concatenate([xcorr[: max_lag + 1], xcorr[-max_lag:]])
-    return int(lags[np.argmax(values)])
 
 
 @pytest.fixture(scope="module")
