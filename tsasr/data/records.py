@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,6 +44,7 @@ from tsasr.audio import io as audio_io
 from tsasr.audio import lfbe as lfbe_lib
 
 INDEX = "index.json"
+log = logging.getLogger(__name__)
 FORMAT = "tsasr-records-1"
 AUDIO = "audio"
 # group_size:1 makes every record randomly accessible on its own (what Grain needs); PCM hardly
@@ -178,6 +180,31 @@ def write_split(
         },
     }
     wd.write_json(directory / INDEX, index)
+    return index
+
+
+def write_split_once(
+    directory: pathlib.Path,
+    examples: Callable[[], Iterable[Mapping[str, object]]],
+    count: int,
+    num_shards: int,
+    *,
+    stale: tuple[str, ...] = (),
+) -> dict:
+    """The index of the split in `directory`: `write_split(directory, examples(), num_shards)`
+    unless a complete split of `count` records in as many shards is there (a resumed run).
+    Before writing, the index and the files named in `stale` (derived from the old shards)
+    are removed: with no index over shards being rewritten, a writer killed now leaves no split."""
+    index = read_index(directory) if wd.exists(directory / INDEX) else None
+    if index and (index["records"], index["num_shards"]) == (count, num_shards):
+        log.info("%s: %d utterances already written (resumed)", directory, index["records"])
+        return index
+    for name in (INDEX, *stale):
+        (directory / name).unlink(missing_ok=True)
+    index = write_split(directory, examples(), num_shards)
+    log.info(
+        "%s: %d utterances, %.2f h in %d shards", directory, index["records"], index["hours"], len(index["shards"])
+    )
     return index
 
 

@@ -23,7 +23,6 @@ from data_prep import noise as noise_corpus
 from data_prep import noisify as noisify_lib
 from data_prep import rir as rir_lib
 from data_prep import rirs_noises
-from tsasr import workdir as wd
 from tsasr.audio import device_mix
 from tsasr.audio import io as audio_io
 from tsasr.audio import lfbe as lfbe_lib
@@ -300,11 +299,6 @@ def write_clean_records(directory: pathlib.Path, train: list[dict], alignments, 
     """The clean training utterances (with their alignments, -1 where none, for hard labels) as
     `num_shards` ArrayRecord shards in `directory`, unless a complete split of as many utterances
     and shards is there (a resumed run)."""
-    index = records_lib.read_index(directory) if wd.exists(directory / records_lib.INDEX) else None
-    if index and (index["records"], index["num_shards"]) == (len(train), num_shards):
-        log.info("%s: %d utterances already written (resumed)", directory, index["records"])
-        return
-    (directory / records_lib.INDEX).unlink(missing_ok=True)  # no index over shards being rewritten
 
     def examples():
         for r in train:
@@ -318,8 +312,7 @@ def write_clean_records(directory: pathlib.Path, train: list[dict], alignments, 
                 )
             yield example
 
-    index = records_lib.write_split(directory, examples(), num_shards)
-    log.info("%s: %d utterances, %.2f h in %d shards", directory, index["records"], index["hours"], num_shards)
+    records_lib.write_split_once(directory, examples, len(train), num_shards)
 
 
 def run(config, cfg, workdir: pathlib.Path, name: str, teacher_name: str) -> dict:

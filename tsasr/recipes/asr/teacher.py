@@ -197,22 +197,12 @@ def write_records(directory: pathlib.Path, train: list[dict], alignments, cfg) -
     `clean_id`) as cfg.record_shards ArrayRecord shards in `directory`, unless a complete split of
     as many utterances and shards is there (a resumed run), and their normalisation, computed from
     the records' audio in one pass, as DIRECTORY/norm.json (kept too)."""
-    index = records_lib.read_index(directory) if wd.exists(directory / records_lib.INDEX) else None
-    if index and (index["records"], index["num_shards"]) == (len(train), cfg.record_shards):
-        log.info("%s: %d utterances already written (resumed)", directory, index["records"])
-    else:
-        # No index over shards being rewritten: a writer killed now leaves no split.
-        for stale in (records_lib.INDEX, "norm.json"):
-            (directory / stale).unlink(missing_ok=True)
-        examples = records_lib.manifest_examples(
-            ({**r, "clean_id": r.get("clean_id", r["id"])} for r in train),
-            lambda clean_id: {"senones": alignments[clean_id]},
-            by="clean_id",
-        )
-        index = records_lib.write_split(directory, examples, cfg.record_shards)
-        log.info(
-            "%s: %d utterances, %.2f h in %d shards", directory, index["records"], index["hours"], len(index["shards"])
-        )
+    examples = lambda: records_lib.manifest_examples(  # noqa: E731
+        ({**r, "clean_id": r.get("clean_id", r["id"])} for r in train),
+        lambda clean_id: {"senones": alignments[clean_id]},
+        by="clean_id",
+    )
+    index = records_lib.write_split_once(directory, examples, len(train), cfg.record_shards, stale=("norm.json",))
     norm_path = directory / "norm.json"
     if wd.exists(norm_path):
         norm = wd.read_json(norm_path)
