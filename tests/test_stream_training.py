@@ -151,10 +151,3 @@ def test_a_sigkilled_stream_run_resumes_to_the_uninterrupted_bits(runs, tmp_path
     assert steps == expected_steps == 60
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def test_the_stored_noise_student_refuses_stream_input(tmp_path):
-    from tsasr.recipes.asr import student
-
-    with pytest.raises(ValueError, match="student.input='stream' needs student.noisify='onthefly'"):
-        student.run(tiny_config(**{"student.input": "stream"}), tmp_path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -104,13 +105,14 @@ def write_split(
     *,
     max_length_mismatch: int = 0,
     lfbe_config: lfbe_lib.LfbeConfig = lfbe_lib.LfbeConfig(),
+    source: Mapping[str, object] | None = None,
 ) -> dict:
     """Writes `examples` ({"id", "audio", target: [frames, ...]}) as `num_shards` ArrayRecord shards.
 
     Consumed one example at a time (host memory O(one utterance)); audio is stored as int16
     (`to_pcm16`), every other key is a frame-level target fitted to the audio's LFBE frame count
     (`fit_frames`). Every example must carry the same keys with the same dtypes. Returns the index
-    (also written to DIRECTORY/index.json, last).
+    (also written to DIRECTORY/index.json, last), holding `source` when given (see write_split_once).
     """
     if num_shards < 1:
         raise ValueError(f"write_split: num_shards must be >= 1, got {num_shards}")
@@ -179,6 +181,8 @@ def write_split(
             "shift": lfbe_config.window_shift,
         },
     }
+    if source is not None:
+        index["source"] = json.loads(json.dumps(source))
     wd.write_json(directory / INDEX, index)
     return index
 
@@ -190,18 +194,24 @@ def write_split_once(
     num_shards: int,
     *,
     stale: tuple[str, ...] = (),
+    source: Mapping[str, object] | None = None,
 ) -> dict:
     """The index of the split in `directory`: `write_split(directory, examples(), num_shards)`
     unless a complete split of `count` records in as many shards is there (a resumed run).
+    `source` (JSON values: fingerprints of the inputs, options) says what the records are made
+    from; it is kept in the index, and a split of another source is written again, never reused.
     Before writing, the index and the files named in `stale` (derived from the old shards)
     are removed: with no index over shards being rewritten, a writer killed now leaves no split."""
     index = read_index(directory) if wd.exists(directory / INDEX) else None
-    if index and (index["records"], index["num_shards"]) == (count, num_shards):
+    source = None if source is None else json.loads(json.dumps(source))  # as the index holds it
+    if index and (index["records"], index["num_shards"], index.get("source")) == (count, num_shards, source):
         log.info("%s: %d utterances already written (resumed)", directory, index["records"])
         return index
+    if index:
+        log.info("%s: records of another source or size, written again", directory)
     for name in (INDEX, *stale):
         (directory / name).unlink(missing_ok=True)
-    index = write_split(directory, examples(), num_shards)
+    index = write_split(directory, examples(), num_shards, source=source)
     log.info(
         "%s: %d utterances, %.2f h in %d shards", directory, index["records"], index["hours"], len(index["shards"])
     )

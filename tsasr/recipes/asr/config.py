@@ -290,7 +290,10 @@ def student_config() -> ml_collections.ConfigDict:
     c.hard_weight = 0.0  # w: on labelled frames the target is (1 - w) * teacher + w * one-hot(alignment)
     c.online = False  # the teacher runs inside the student's step on the clean audio; no stored labels
     c.noisify = "stored"  # or 'onthefly' (needs online): each epoch a fresh mix of every clean utterance, in the step
-    c.input = "memory"  # or 'stream' (noisify='onthefly' only): clean audio from shards in WORKDIR/<stage>/records/
+    # 'memory' or 'stream': training audio from ArrayRecord shards, LFBE in the step, host memory O(batch): the noisy
+    # copies with their clean originals' targets in WORKDIR/records/<stage>/ (noisify='stored'; rewritten when the
+    # labels, top_k, noisy data or alignments change), or the clean audio in WORKDIR/<stage>/records/ ('onthefly')
+    c.input = "memory"
     c.train.num_epochs = 2.5  # passes over the noisy training data (240 steps of the default corpus)
     c.train.eval_every = 60  # held-out soft-target loss every 60 steps; the best state is the student
     return c

@@ -9,7 +9,8 @@ noisy data. Decoding is an evaluation stage of its own (tsasr.recipes.asr.evalua
 With `input='stream'` the training set is not held in memory: its audio and alignments are
 written once as ArrayRecord shards (WORKDIR/records/<stage>/, tsasr.data.records), read by a
 Grain loader (tsasr.data.loader) and turned into normalised LFBE inside the jitted step
-(tsasr.audio.device_features); the small held-out set stays in memory as features.
+(tsasr.audio.device_features); the small held-out set stays in memory as features. The
+stored-noise student streams its records the same way (`streamed_records`, with its own targets).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import logging
 import pathlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import jax
 import ml_collections
@@ -195,14 +196,25 @@ def train_frame_ce(config, cfg, workdir: pathlib.Path, name: str, records: list[
 def write_records(directory: pathlib.Path, train: list[dict], alignments, cfg) -> None:
     """Writes the manifest records `train` with their alignments (a noisy copy's by its
     `clean_id`) as cfg.record_shards ArrayRecord shards in `directory`, unless a complete split of
-    as many utterances and shards is there (a resumed run), and their normalisation, computed from
-    the records' audio in one pass, as DIRECTORY/norm.json (kept too)."""
+    as many utterances and shards is there (a resumed run), with their normalisation
+    (write_normalised_records)."""
     examples = lambda: records_lib.manifest_examples(  # noqa: E731
         ({**r, "clean_id": r.get("clean_id", r["id"])} for r in train),
         lambda clean_id: {"senones": alignments[clean_id]},
         by="clean_id",
     )
-    index = records_lib.write_split_once(directory, examples, len(train), cfg.record_shards, stale=("norm.json",))
+    write_normalised_records(directory, examples, len(train), cfg)
+
+
+def write_normalised_records(
+    directory: pathlib.Path, examples: Callable[[], Iterable[dict]], count: int, cfg, source: dict | None = None
+) -> None:
+    """records_lib.write_split_once of `examples` in cfg.record_shards shards (`source`: what
+    they are made from), and their normalisation, computed from the records' audio in one pass,
+    as DIRECTORY/norm.json (kept too, unless the records are written again)."""
+    index = records_lib.write_split_once(
+        directory, examples, count, cfg.record_shards, stale=("norm.json",), source=source
+    )
     norm_path = directory / "norm.json"
     if wd.exists(norm_path):
         norm = wd.read_json(norm_path)
@@ -214,28 +226,20 @@ def write_records(directory: pathlib.Path, train: list[dict], alignments, cfg) -
     wd.write_json(norm_path, device_features.normalisation(audios, cfg.utterance_mean))
 
 
-def streamed_training_set(
-    config, cfg, workdir: pathlib.Path, name: str, aligned: list[dict], alignments, num_senones: int
-) -> TrainingSet:
-    """`train_frame_ce`'s TrainingSet with the training utterances streamed from
-    WORKDIR/records/<name>/ (written here unless complete) and the held-out ones in memory."""
-    directory = workdir / "records" / name
-    train = [r for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
+def streamed_records(
+    config, cfg, name: str, directory: pathlib.Path, write: Callable[[], None]
+) -> tuple[loader_lib.Loader, dict]:
+    """(loader, norm) of a stage's training records in `directory`, which `write()` writes unless
+    they are complete (with their norm.json, write_normalised_records)."""
     # Written once, by process 0, while the others wait at the barrier; then every process reads
     # only its own shards (tsasr.data.loader). The normalisation is one pass over the audio, kept
     # beside the shards so a resumed run (or another process) does not redo it.
     if jax.process_index() == 0:
-        write_records(directory, train, alignments, cfg)
+        write()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(f"{name}: records written")
-    norm = wd.read_json(directory / "norm.json")
-    held = [r for r in aligned if heldout(r["id"], cfg.heldout_percent)]
-    features = acoustic.normalise(acoustic.compute_features(held, f"{name}: held-out features"), norm) if held else {}
-    held_examples = [
-        {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]} for r in held
-    ]
     loader_config = loader_lib.LoaderConfig(
         batch_size=cfg.batch_size,
         bucket_boundaries=tuple(cfg.bucket_boundaries),
@@ -243,6 +247,24 @@ def streamed_training_set(
         num_workers=int(cfg.loader_workers),
     )
     stream = loader_lib.Loader(directory, loader_config, jax.process_index(), jax.process_count())
+    return stream, wd.read_json(directory / "norm.json")
+
+
+def streamed_training_set(
+    config, cfg, workdir: pathlib.Path, name: str, aligned: list[dict], alignments, num_senones: int
+) -> TrainingSet:
+    """`train_frame_ce`'s TrainingSet with the training utterances streamed from
+    WORKDIR/records/<name>/ (written here unless complete) and the held-out ones in memory."""
+    directory = workdir / "records" / name
+    train = [r for r in aligned if not heldout(r["id"], cfg.heldout_percent)]
+    stream, norm = streamed_records(
+        config, cfg, name, directory, lambda: write_records(directory, train, alignments, cfg)
+    )
+    held = [r for r in aligned if heldout(r["id"], cfg.heldout_percent)]
+    features = acoustic.normalise(acoustic.compute_features(held, f"{name}: held-out features"), norm) if held else {}
+    held_examples = [
+        {"id": r["id"], "features": features[r["id"]], "senones": alignments[r.get("clean_id", r["id"])]} for r in held
+    ]
     return TrainingSet([], held_examples, norm, num_senones, stream=stream)
 
 
