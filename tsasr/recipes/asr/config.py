@@ -322,6 +322,11 @@ def sequence_config() -> ml_collections.ConfigDict:
     c.acoustic_scale = 0.1  # chain output = scale * (log posterior - log prior): the decoder's score
     c.batch_size = 16  # utterances per global batch
     c.bucket_boundaries = (256, 512)  # padded lengths in frames
+    # or 'stream': audio and alignments as ArrayRecord shards in WORKDIR/<stage>/records/, LFBE in
+    # the step, numerators built per batch; host memory O(batch) (the held-out set stays in memory)
+    c.input = "memory"
+    c.record_shards = 8  # input='stream': ArrayRecord shards (hosts read disjoint ones; a multiple of the hosts)
+    c.loader_workers = 0  # input='stream': Grain worker processes (0: threads in this process); same batches
     c.train = train_config()  # steps, optimizer, checkpoints (fine-tuning: small learning rate)
     c.heldout_percent = 5  # the CE stage's held-out utterances (same hash), for the held-out LF-MMI loss
     c.train.num_epochs = 1.0  # one pass over the labelled data (44 steps of the default corpus)
