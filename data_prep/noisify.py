@@ -24,6 +24,10 @@ Conditions: `train_labelled`, `train_unlabelled`, `dev` (training noise and room
 through a simulated loudspeaker in rooms disjoint from training, captured with microphone
 self-noise). A test condition can instead point at real recordings (noisify.test_manifests).
 
+SNR: the training copies are mixed at noisify.snr_db; the noisy test and the noisy dev set at
+noisify.test_snr_db (by default the same range), so the training range can be chosen on the dev
+set while the test stays where it was; the re-recorded test at noisify.rerecorded_snr_db.
+
 Each utterance's draws come from (seed, condition, utterance id) only, so the output does not
 depend on the number of worker processes; finished chunks survive a kill.
 """
@@ -57,6 +61,8 @@ CONDITIONS = {
     "test_noisy": ("test", "test", "rooms", False),
     "test_rerecorded": ("test", "test", "rerecorded_rooms", True),
 }
+# condition -> the noisify option of its SNR range (the others: snr_db, the training range)
+SNR_RANGE = {"dev": "test_snr_db", "test_noisy": "test_snr_db", "test_rerecorded": "rerecorded_snr_db"}
 log = logging.getLogger(__name__)
 
 
@@ -109,7 +115,8 @@ def draw_recipe(
         recipe = {"noises": chosen, "measured_room": rir.draw_measured_room(rng, rooms, num_noises)}
     else:
         recipe = {"noises": chosen, "room": rir.draw_room(rng, cfg[ranges_name], num_noises)}
-    recipe["snr_db"] = round(rir.uniform(rng, cfg["rerecorded_snr_db"] if playback else cfg["snr_db"]), 3)
+    snr_range = cfg.get(SNR_RANGE.get(condition, "snr_db"), cfg["snr_db"])  # a config without test ranges: snr_db
+    recipe["snr_db"] = round(rir.uniform(rng, snr_range), 3)
     if not rooms:
         recipe["max_order"] = int(cfg["max_order"])
     if playback:

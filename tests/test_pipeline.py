@@ -27,8 +27,13 @@ def test_changed_field_reruns_only_downstream(tiny_run, tmp_path):
     changed = tiny_config(**{"--config.noisify.snr_db": "(5.0, 6.0)"})
     report = run_asr(changed, workdir, until="noisify")
     assert [report[s]["status"] for s in ("corpus", "noise", "noisify")] == ["skipped", "skipped", "ran"]
-    line = json.loads((workdir / "noisy" / "dev.jsonl").read_text().splitlines()[0])
+    line = json.loads((workdir / "noisy" / "train_labelled.jsonl").read_text().splitlines()[0])
     assert 5.0 <= line["mix"]["snr_db"] <= 6.0
+    # The training range moves alone: the noisy dev and test sets (noisify.test_snr_db) are the same mixes.
+    for condition in ("dev", "test_noisy", "test_rerecorded"):
+        assert (workdir / "noisy" / f"{condition}.jsonl").read_bytes() == (
+            source / "noisy" / f"{condition}.jsonl"
+        ).read_bytes()
     keys = pipeline.stage_keys(changed, ASR.stages(changed))
     original = pipeline.stage_keys(config, ASR.stages(config))
     assert keys["noise"] == original["noise"]
