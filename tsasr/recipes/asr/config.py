@@ -267,6 +267,7 @@ def ce_config() -> ml_collections.ConfigDict:
     c.input = "memory"  # or 'stream': ArrayRecord shards in WORKDIR/records/<stage>/, LFBE in the step, memory O(batch)
     c.record_shards = 8  # input='stream': ArrayRecord shards (hosts read disjoint ones; a multiple of the hosts)
     c.loader_workers = 0  # input='stream': Grain worker processes (0: threads in this process); same batches
+    c.loader_groups = 0  # input='stream': row groups per batch (0: record_shards); same batches for any host count
     c.train = train_config()  # steps, optimizer, checkpoints, precision (tsasr/train/config.py)
     c.train.num_epochs = 4.5  # passes over the labelled data (184 steps on the default corpus): scales with the data
     c.train.eval_every = 50  # held-out loss and frame accuracy every 50 steps; the best state is the model
@@ -328,6 +329,7 @@ def sequence_config() -> ml_collections.ConfigDict:
     c.input = "memory"
     c.record_shards = 8  # input='stream': ArrayRecord shards (hosts read disjoint ones; a multiple of the hosts)
     c.loader_workers = 0  # input='stream': Grain worker processes (0: threads in this process); same batches
+    c.loader_groups = 0  # input='stream': row groups per batch (0: record_shards); same batches for any host count
     c.train = train_config()  # steps, optimizer, checkpoints (fine-tuning: small learning rate)
     c.heldout_percent = 5  # the CE stage's held-out utterances (same hash), for the held-out LF-MMI loss
     c.train.num_epochs = 1.0  # one pass over the labelled data (44 steps of the default corpus)

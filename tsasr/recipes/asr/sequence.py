@@ -210,12 +210,7 @@ def streamed(config, cfg, directory: pathlib.Path, name: str, train: list[dict],
     if jax.process_index() == 0:
         write_records(directory, train, key, alignments, cfg.record_shards)
     pipeline.barrier(f"{name}: records written")
-    loader_config = loader_lib.LoaderConfig(
-        batch_size=cfg.batch_size,
-        bucket_boundaries=tuple(cfg.bucket_boundaries),
-        seed=int(config.seed),
-        num_workers=int(cfg.loader_workers),
-    )
+    loader_config = teacher_stage.loader_config(config, cfg)
     return loader_lib.Loader(directory, loader_config, jax.process_index(), jax.process_count())
 
 

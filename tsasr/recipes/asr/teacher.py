@@ -240,14 +240,22 @@ def streamed_records(
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(f"{name}: records written")
-    loader_config = loader_lib.LoaderConfig(
+    stream = loader_lib.Loader(directory, loader_config(config, cfg), jax.process_index(), jax.process_count())
+    return stream, wd.read_json(directory / "norm.json")
+
+
+def loader_config(config, cfg) -> loader_lib.LoaderConfig:
+    """The streaming loader's options of a training section `cfg`. Its row groups are its record
+    shards (cfg.loader_groups = 0) or cfg.loader_groups: the global batches depend on them, never
+    on the number of processes, so a run gives the same batches on 1 host as on 8 (any process
+    count dividing the groups)."""
+    return loader_lib.LoaderConfig(
         batch_size=cfg.batch_size,
         bucket_boundaries=tuple(cfg.bucket_boundaries),
         seed=int(config.seed),
+        groups=int(cfg.loader_groups or cfg.record_shards),
         num_workers=int(cfg.loader_workers),
     )
-    stream = loader_lib.Loader(directory, loader_config, jax.process_index(), jax.process_count())
-    return stream, wd.read_json(directory / "norm.json")
 
 
 def streamed_training_set(
