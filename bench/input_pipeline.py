@@ -23,7 +23,7 @@ is the same ratio of this process's CPU seconds, which other jobs' load disturbs
 audio as 16-bit PCM with their LFBE in the step (the streamed input's design): what the mixing
 adds when the features are on the device either way. Prints one JSON object.
 
-    python bench/input_pipeline.py [--hours 0.25] [--batches 300] [--timed-steps 7]
+    python bench/input_pipeline.py [--hours 0.25] [--batches 300] [--timed-steps 7] [--only loader|onthefly]
 """
 
 from __future__ import annotations
@@ -201,8 +201,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--read-threads", type=int, default=1)
     parser.add_argument("--timed-steps", type=int, default=7, help="timed student steps per bucket and variant")
+    parser.add_argument("--only", choices=("loader", "onthefly"), help="run one of the two benchmarks")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only == "onthefly":  # the student steps alone: no records, no loader keys
+            overhead = onthefly_overhead(tmp, args.hours, args.batch_size, args.timed_steps)
+            load = round(os.getloadavg()[0], 2)
+            print(json.dumps({"cpu_count": os.cpu_count(), **overhead, "load_average_1min": load}))
+            return
         start = time.perf_counter()
         index = records.write_split(tmp, examples(args.hours), num_shards=4)
         write_seconds = time.perf_counter() - start
@@ -222,7 +228,7 @@ def main() -> None:
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         batches.close()
         size = sum(os.path.getsize(os.path.join(tmp, s["file"])) for s in index["shards"])
-        overhead = onthefly_overhead(tmp, args.hours, args.batch_size, args.timed_steps)
+        overhead = {} if args.only else onthefly_overhead(tmp, args.hours, args.batch_size, args.timed_steps)
     print(
         json.dumps(
             {

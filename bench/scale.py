@@ -1,23 +1,33 @@
-"""Benchmark of host memory against corpus size: peak RSS of a training stage's input on 1 h and
-8 h of audio, today's in-memory path against the streaming one.
+"""Benchmark of host memory against corpus size: peak RSS of the whole `student_ce` stage on 1 h and
+8 h of the built-in corpus, with its training data streamed (`student.input='stream'`) and in
+memory (`student.input='memory'`).
 
-Writes 8 h of built-in-corpus-like utterances (log-normal around 2.5 s, 0.8-8 s; noise as audio:
-LFBE costs the same as on speech) as 16-bit wav files with a manifest; the 1 h set is a prefix
-of it. Each measurement runs in a fresh process and reports its own peak RSS (ru_maxrss):
+For each size (`--config.corpus.hours=H`: all four splits; the student trains on the noisy copies
+of train_labelled + train_unlabelled, 91 % of it) a workdir is prepared by the asr recipe up to the
+student's inputs, `label`, running only the stages `label` depends on: corpus, noise, noisify,
+align, teacher_ce, teacher_seq, label (not graph, gmm, oov or the decode stages: nothing the
+student reads). A stage's key depends only on its own config fields and its dependencies' keys,
+so the filtered chain keys each stage as `python -m tsasr.run` would. To keep the 8 h preparation
+affordable on 2 cores the GMM's EM passes and the teachers' training are shortened (PREPARE): the
+teacher's quality does not matter for memory, only the shapes of what it writes (top-40 labels
+per frame of every clean training utterance).
 
-- `in_memory`: what a training stage does today (tsasr.recipes.asr.acoustic): LFBE of every
-  utterance into a dict (compute_features), the normalisation statistics, the normalised
-  features, the targets of every utterance in memory, then one epoch of tsasr.data.batching.
-- `stream`: tsasr.data.records.write_split from the manifest (one utterance at a time), then, in
-  its own process, what a streaming stage would do: one pass of tsasr.data.loader batches with
-  LFBE on the device for the normalisation statistics (tsasr.lfbe.MeanVarStats on the host),
-  then one epoch of batches normalised on the device. `peak_rss_mb` is the larger of the two.
+Then, each in a FRESH process (so ru_maxrss is the stage's own: JAX, the stage's data, its
+training), the `student_ce` stage alone runs from scratch (its model, its records and their
+markers removed first; every earlier stage is up to date and skipped), once per input, with a
+short training (STUDENT: 60 steps; memory is set by the data path, not the step count). The
+stream path still makes every full pass of its input: it writes its ArrayRecord shards (audio and
+soft labels of every training utterance) and computes the normalisation in one pass over them
+before the first step. The memory path holds every utterance's LFBE and soft labels.
 
-The targets are the student's (`--input student`: top-20 senone ids and float16 logits per frame)
-or the teacher's (`--input teacher`: a senone alignment). `rss_ratio_8h_vs_1h` is peak RSS on 8 h
-over 1 h; the issue's target for the streaming path is <= 1.2. Prints one JSON object.
+Expected: the stream path's host memory is O(batch), independent of the corpus: the issue's
+target is `rss_ratio_8h_vs_1h` <= 1.2 for it. The memory path grows with the corpus.
 
-    python bench/scale.py [--input student] [--hours 1 8]
+Prints one JSON object (`peak_rss_mb` {input: {size: MB}}, `rss_ratio_8h_vs_1h` {input: ratio},
+per-size training data, seconds). `--workdir-root` keeps the prepared workdirs (root/<H>h): a
+rerun resumes or skips their preparation.
+
+    python bench/scale.py [--hours 1 8] [--workdir-root DIR]
 """
 
 from __future__ import annotations
@@ -27,165 +37,163 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
+EXPERIMENT = "experiments/top20_T2.py"
+INPUTS = ("stream", "memory")
+# The stages the student's inputs depend on, and the student.
+NEEDED = ("corpus", "noise", "noisify", "align", "teacher_ce", "teacher_seq", "label", "student_ce")
+PREPARE = (  # shortened GMM and teachers: the labels' shapes, not their quality, set the student's memory
+    "--config.hmm.mono_iters=4",
+    "--config.hmm.mono_realign_every=2",
+    "--config.hmm.tri_iters=2",
+    "--config.hmm.tri_realign_every=2",
+    "--config.teacher.train.num_epochs=0",
+    "--config.teacher.train.num_steps=20",
+    "--config.teacher.train.eval_every=20",
+    "--config.teacher.train.checkpoint_every=20",
+    "--config.sequence.train.num_epochs=0",
+    "--config.sequence.train.num_steps=2",
+    "--config.sequence.train.eval_every=2",
+    "--config.sequence.train.checkpoint_every=2",
+)
+STUDENT = (
+    "--config.student.train.num_epochs=0",
+    "--config.student.train.num_steps=60",
+    "--config.student.train.eval_every=60",
+    "--config.student.train.checkpoint_every=60",
+)
 
-TOP_K = 20
-BATCH = 16
-BOUNDARIES = (256, 512)
+
+def overrides(hours: float, student_input: str) -> list[str]:
+    return [f"--config.corpus.hours={hours:g}", *PREPARE, *STUDENT, f"--config.student.input={student_input}"]
 
 
-def targets(utterance_id: str, frames: int, kind: str) -> dict:
-    rng = np.random.default_rng(int(utterance_id.removeprefix("utt")))
-    if kind == "teacher":
-        return {"senones": rng.integers(0, 2000, frames).astype(np.int32)}
+def run_stages(workdir: pathlib.Path, hours: float, student_input: str, until: str) -> dict:
+    """What `python -m tsasr.run EXPERIMENT --until UNTIL` does, on the NEEDED stages only."""
+    from tsasr import parallel, pipeline
+    from tsasr import run as run_lib
+    from tsasr import workdir as wd
+
+    config, recipe = run_lib.load(EXPERIMENT, False, overrides(hours, student_input))
+    if config.workers <= 0:
+        with config.unlocked():
+            config.workers = parallel.default_workers()
+    stages = [s for s in recipe.stages(config) if s.name in NEEDED]
+    run_lib.setup_logging(workdir)
+    wd.write_json(workdir / "config.json", config.to_dict())
+    return pipeline.run_stages(config, workdir, stages=stages, until=until)
+
+
+def clear_student(workdir: pathlib.Path) -> None:
+    """Removes what `student_ce` made (and superseded models), so it runs from scratch."""
+    for sub in ("student_ce", "records/student_ce", "superseded"):
+        shutil.rmtree(workdir / sub, ignore_errors=True)
+    for marker in ("student_ce", "student_ce.started"):
+        (workdir / ".stages" / f"{marker}.json").unlink(missing_ok=True)
+
+
+def training_data(workdir: pathlib.Path, heldout_percent: int = 5) -> dict:
+    """Utterances and hours of the student's noisy training data (and its held-out share)."""
+    from tsasr.recipes.asr import acoustic, student
+    from tsasr.recipes.asr import teacher as teacher_stage
+
+    records = [r for split in student.SPLITS for r in acoustic.read(workdir, split)]
+    held = [r for r in records if teacher_stage.heldout(r.get("clean_id", r["id"]), heldout_percent)]
     return {
-        "soft_ids": rng.integers(0, 2000, (frames, TOP_K)).astype(np.int32),
-        "soft_logits": rng.normal(size=(frames, TOP_K)).astype(np.float16),
+        "utterances": len(records),
+        "hours": round(sum(r["duration"] for r in records) / 3600, 3),
+        "heldout_utterances": len(held),
+        "heldout_hours": round(sum(r["duration"] for r in held) / 3600, 3),
     }
 
 
-def write_corpus(directory: pathlib.Path, hours: float) -> list[dict]:
-    from tsasr import workdir as wd
-
-    rng = np.random.default_rng(0)
-    manifest, total = [], 0.0
-    while total < hours * 3600:
-        seconds = float(np.clip(rng.lognormal(np.log(2.5), 0.45), 0.8, 8.0))
-        utt = f"utt{len(manifest):07d}"
-        audio = (rng.normal(size=int(seconds * 16000)) * 0.1).astype(np.float32)
-        wd.write_audio(directory / f"{utt}.wav", audio)
-        manifest.append({"id": utt, "audio": str(directory / f"{utt}.wav"), "duration": len(audio) / 16000})
-        total += seconds
-    return manifest
-
-
-def frames_of(record: dict) -> int:
-    return 1 + (round(record["duration"] * 16000) - 400) // 160
-
-
-def in_memory(manifest: list[dict], kind: str) -> dict:
-    from tsasr.data import batching
-    from tsasr.recipes.asr import acoustic
-
-    features = acoustic.compute_features(manifest)
-    norm = acoustic.normalisation(features)
-    features = acoustic.normalise(features, norm)
-    examples = [
-        {"id": r["id"], "features": features[r["id"]], **targets(r["id"], frames_of(r), kind)} for r in manifest
-    ]
-    keys = {k: acoustic.BATCH_KEYS[k] for k in examples[0] if k != "id"}
-    batcher = batching.Batcher(examples, batching.BatchingConfig(BATCH, BOUNDARIES, keys=keys))
-    frames = sum(batch["feature_paddings"].size for batch in batcher.epoch(0))
-    return {"padded_frames": frames}
-
-
-def write_records(manifest: list[dict], kind: str, directory: str) -> dict:
-    from tsasr.data import records
-
-    lengths = {r["id"]: frames_of(r) for r in manifest}
-    examples = records.manifest_examples(manifest, lambda utt: targets(utt, lengths[utt], kind))
-    index = records.write_split(directory, examples, num_shards=8)
-    return {"records": index["records"]}
-
-
-def stream(directory: str) -> dict:
-    import jax
-
-    from tsasr.audio import device_features
-    from tsasr.audio import lfbe as lfbe_lib
-    from tsasr.data import loader as loader_lib
-
-    loader = loader_lib.Loader(directory, loader_lib.LoaderConfig(BATCH, BOUNDARIES, read_threads=1, prefetch=2))
-    raw = jax.jit(lambda audio, lengths: device_features.normalised_lfbe(audio, lengths, 0.0, 1.0))
-    stats = lfbe_lib.MeanVarStats(64)
-    batches = loader(0)
-    for _ in range(loader.batches_per_epoch):  # pass 1: the normalisation statistics
-        batch = next(batches)
-        features, paddings = raw(batch["audio"], batch["audio_lengths"])
-        stats.add(np.asarray(features), np.asarray(paddings))
-    mean, std = stats.finalize()
-    normalised = jax.jit(lambda audio, lengths: device_features.normalised_lfbe(audio, lengths, mean, std))
-    frames = 0
-    for _ in range(loader.batches_per_epoch):  # pass 2: an epoch of training input
-        batch = next(batches)
-        normalised(batch["audio"], batch["audio_lengths"])[0].block_until_ready()
-        frames += batch["feature_paddings"].size
-    batches.close()
-    return {"padded_frames": frames}
-
-
 def child(args) -> None:
-    manifest = [json.loads(line) for line in open(args.manifest)]
-    manifest = manifest[: args.count]
+    from tsasr.train import malloc
+
+    malloc.tune()  # as tsasr.run does, before JAX starts its threads
+    workdir = pathlib.Path(args.workdir)
     start = time.perf_counter()
-    if args.child == "in_memory":
-        out = in_memory(manifest, args.input)
-    elif args.child == "write":
-        out = write_records(manifest, args.input, args.records)
+    if args.child == "prepare":
+        report = run_stages(workdir, args.hours[0], "memory", "label")
+        out = {"stages": {name: info["status"] for name, info in report.items()}, **training_data(workdir)}
     else:
-        out = stream(args.records)
+        clear_student(workdir)
+        report = run_stages(workdir, args.hours[0], args.child, "student_ce")
+        info = report["student_ce"]
+        if info["status"] != "ran":
+            raise RuntimeError(f"student_ce did not run: {info['status']}")
+        out = {"stage_seconds": info["seconds"], "summary": info["summary"]}
     out["seconds"] = round(time.perf_counter() - start, 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(out))
+    out["children_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    print(json.dumps(out, default=str))
 
 
-def run_child(*argv) -> dict:
-    result = subprocess.run([sys.executable, __file__, *argv], check=True, capture_output=True, text=True)
+def run_child(log, *argv) -> dict:
+    """A fresh process; its stderr (the stage log) goes to `log`, its last stdout line is the result."""
+    print(f"[scale] {time.strftime('%H:%M:%S')} {' '.join(argv)}", file=log, flush=True)
+    command = [sys.executable, __file__, *argv]
+    result = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=log, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--input", choices=("student", "teacher"), default="student")
-    parser.add_argument("--hours", type=float, nargs=2, default=(1.0, 8.0))
-    parser.add_argument("--child", choices=("in_memory", "write", "stream"))
-    parser.add_argument("--manifest")
-    parser.add_argument("--records")
-    parser.add_argument("--count", type=int)
+    parser.add_argument("--hours", type=float, nargs="+", default=(1.0, 8.0), help="corpus sizes, smallest first")
+    parser.add_argument("--workdir-root", help="prepared workdirs, root/<H>h (kept; default a temporary directory)")
+    parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=INPUTS)
+    parser.add_argument("--child", choices=("prepare", *INPUTS))
+    parser.add_argument("--workdir")
     args = parser.parse_args()
     if args.child:
         child(args)
         return
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = pathlib.Path(tmp)
-        manifest = write_corpus(tmp, max(args.hours))
-        (tmp / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
-        for hours in args.hours:
-            total, count = 0.0, 0
-            while count < len(manifest) and total < hours * 3600:
-                total, count = total + manifest[count]["duration"], count + 1
-            common = ["--manifest", str(tmp / "all.jsonl"), "--count", str(count), "--input", args.input]
-            records_dir = str(tmp / f"records_{hours:g}h")
-            write = run_child("--child", "write", "--records", records_dir, *common)
-            read = run_child("--child", "stream", "--records", records_dir, *common)
-            memory = run_child("--child", "in_memory", *common)
-            results[f"{hours:g}h"] = {
-                "utterances": count,
-                "stream": {"peak_rss_mb": max(write["peak_rss_mb"], read["peak_rss_mb"]), "write": write, "read": read},
-                "in_memory": memory,
-            }
-    small, large = (results[f"{h:g}h"] for h in args.hours)
+    os.chdir(pathlib.Path(__file__).resolve().parents[1])  # the experiment path is the repository's
+    tmp = None if args.workdir_root else tempfile.TemporaryDirectory()
+    root = pathlib.Path(args.workdir_root or tmp.name)
+    log = sys.stderr
+    sizes, data, seconds = [f"{h:g}h" for h in args.hours], {}, {}
+    peak = {name: {} for name in args.inputs}
+    details = {name: {} for name in args.inputs}
+    try:
+        for hours, size in zip(args.hours, sizes):
+            workdir = root / size
+            prepared = run_child(log, "--child", "prepare", "--workdir", str(workdir), "--hours", f"{hours:g}")
+            data[size] = {k: prepared[k] for k in ("utterances", "hours", "heldout_utterances", "heldout_hours")}
+            seconds[size] = {"prepare": prepared["seconds"]}
+            for name in args.inputs:
+                out = run_child(log, "--child", name, "--workdir", str(workdir), "--hours", f"{hours:g}")
+                peak[name][size] = out["peak_rss_mb"]
+                seconds[size][name] = out["seconds"]
+                summary = out["summary"]
+                details[name][size] = {
+                    "stage_seconds": out["stage_seconds"],
+                    "children_peak_rss_mb": out["children_peak_rss_mb"],
+                    **{k: summary[k] for k in ("steps", "train_utterances", "heldout_utterances") if k in summary},
+                }
+            shutil.rmtree(workdir / "superseded", ignore_errors=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    small, large = sizes[0], sizes[-1]
     print(
         json.dumps(
             {
-                "input": args.input,
-                "peak_rss_mb": {
-                    path: {size: results[size][path]["peak_rss_mb"] for size in results}
-                    for path in ("stream", "in_memory")
+                "peak_rss_mb": peak,
+                f"rss_ratio_{large}_vs_{small}": {
+                    name: round(peak[name][large] / peak[name][small], 3) for name in peak
                 },
-                "rss_ratio_8h_vs_1h": {
-                    path: round(large[path]["peak_rss_mb"] / small[path]["peak_rss_mb"], 3)
-                    for path in ("stream", "in_memory")
-                },
-                "details": results,
+                "training_data": data,
+                "seconds": seconds,
+                "details": details,
+                "workdir_root": str(root) if args.workdir_root else None,
                 "cpu_count": os.cpu_count(),
-                "load_average_1min": round(os.getloadavg()[0], 2),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
             }
         )
     )

@@ -127,6 +127,13 @@ def run(config, workdir: pathlib.Path) -> dict:
     members = parse_grid(config.sweep.points, stored_k=reader.k)
     wd.write_json(out / "grid.json", [dataclasses.asdict(m) | {"system": m.system} for m in members])
 
+    if cfg.input != "memory" or cfg.noisify != "stored":
+        log.warning(
+            "sweep: its members train together on the stored noisy copies from host memory; "
+            "student.input=%r and student.noisify=%r apply to the student stages only",
+            cfg.input,
+            cfg.noisify,
+        )
     records = [r for split in student.SPLITS for r in acoustic.read(workdir, split)]
     features = acoustic.compute_features(records, "sweep: noisy features")
     is_held = {r["id"]: teacher_stage.heldout(r.get("clean_id", r["id"]), cfg.heldout_percent) for r in records}
