@@ -190,8 +190,8 @@ def run_streamed(config, cfg, workdir: pathlib.Path, name: str, teacher_name: st
     features = acoustic.normalise(acoustic.compute_features(held, f"{name}: held-out features"), norm) if held else {}
     if cfg.online:
         heldout_examples = online_examples(held, features, targets.twin_features(held))
-    else:
-        heldout_examples = soft_examples(held, features, targets.reader, top_k, cfg.temperature)
+    else:  # a reader of their own: the label pages it maps are unmapped once their labels are copied out
+        heldout_examples = soft_examples(held, features, sl.SoftLabelReader(workdir / labels), top_k, cfg.temperature)
     summary_extra = {"input": "stream"}
     if alignments is not None:
         add_hard_labels(heldout_examples, held, alignments)
@@ -243,7 +243,11 @@ class CleanTargets:
         """records_lib.write_split's examples, one noisy training utterance at a time: its audio and
         its clean original's `soft_ids` int32 / `soft_logits` float16 [frames, top_k] (the stored
         float16 logits, exactly), or `clean_features` float32 [frames, dim] (computed `chunk`
-        utterances at a time); `senones` with hard labels. Frames are the noisy audio's."""
+        utterances at a time); `senones` with hard labels. Frames are the noisy audio's.
+        The labels are read through a reader of this pass's own, whose memory-mapped shards are
+        unmapped when the pass ends: the pass touches every page of them (the labels' size, 55 MB
+        per hour of training data), which `self.reader`, alive through training, would keep resident."""
+        reader = None if self.reader is None else sl.SoftLabelReader(self.reader.directory)
         for start in range(0, len(train), chunk):
             part = train[start : start + chunk]
             clean_features = self.twin_features(part) if self.clean is not None else {}
@@ -251,10 +255,10 @@ class CleanTargets:
                 audio = audio_io.read_audio(r["audio"])
                 frames = lfbe_lib.num_frames(len(audio))
                 example = {"id": r["id"], records_lib.AUDIO: audio}
-                if self.reader is None:
+                if reader is None:
                     example["clean_features"] = clean_twin(r, frames, clean_features)
                 else:
-                    ids, logits = self.reader.raw(r.get("clean_id", r["id"]), expected_frames=frames)
+                    ids, logits = reader.raw(r.get("clean_id", r["id"]), expected_frames=frames)
                     example["soft_ids"] = ids[:, : self.top_k]
                     example["soft_logits"] = logits[:, : self.top_k].astype(np.float16)  # as stored: exact
                 if self.alignments is not None:
