@@ -2,18 +2,19 @@
 
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
-Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 idle CPU
-          cores (AMD EPYC, 2026-12-06): 9.2 minutes (551 s) from a fresh clone; a second run with nothing
-          changed: seconds. (The one-hour dry corpus of earlier sessions took 4.0 minutes here and
-          193 s on one H100 GPU, 2026-11-22.)
+Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 CPU cores
+          (AMD EPYC, 2026-12-06): 13.6 minutes (817 s) from a fresh clone, its first five minutes
+          beside another job (about 12.5 idle); a second run with nothing changed: seconds. (The
+          one-hour dry corpus of earlier sessions took 4.0 minutes here and 193 s on one H100 GPU,
+          2026-11-22.)
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured
-          (teacher 4.5 epochs, students 2.5 epochs of 254 batches, LF-MMI 1 epoch; each the best
+          (teacher 4.5 epochs, students 5 epochs of 254 batches, LF-MMI 1 epoch; each the best
           state on held-out data): gmm 29.4 / 68.0 / 86.2, teacher_ce 20.9 / 45.6 / 61.1,
-          teacher_seq 21.6 / 46.2 / 63.1, student_ce 22.4 / 33.0 / 50.9,
-          student_ce_from_teacher_seq 22.9 / 36.6 / 52.3, student_seq 23.0 / 35.9 / 51.5
+          teacher_seq 21.6 / 46.2 / 63.1, student_ce 21.4 / 32.8 / 49.1,
+          student_ce_from_teacher_seq 22.4 / 35.3 / 50.3, student_seq 21.9 / 34.9 / 49.3
           (bootstrap 95 % intervals about +-3.7 points clean, +-5 noisy and rerecorded). Against
-          the CE teacher: student_ce -27.8 % noisy, -16.7 % rerecorded (paper -26.1, -19.6),
-          +7.0 % clean (paper -9.5). results.md sets every row of the paper's Table 2 beside
+          the CE teacher: student_ce -28.1 % noisy, -19.6 % rerecorded (paper -26.1, -19.6),
+          +2.5 % clean (paper -9.5). results.md sets every row of the paper's Table 2 beside
           this run's, against both teachers, with p(student improves on the teacher).
 """
 
