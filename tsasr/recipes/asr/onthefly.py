@@ -277,12 +277,7 @@ def onthefly_training_set(
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices(f"{name}: records written")
-        loader_config = loader_lib.LoaderConfig(
-            batch_size=cfg.batch_size,
-            bucket_boundaries=tuple(cfg.bucket_boundaries),
-            seed=int(config.seed),
-            num_workers=int(cfg.loader_workers),
-        )
+        loader_config = teacher_stage.loader_config(config, cfg)
         stream = StreamedMixes(loader_lib.Loader(directory, loader_config, *process), draws, conditions)
         # (the loader's full batches of epoch 0: a bucket's remainder is left out of the statistics)
         norm = onthefly_norm(StreamedMixes(loader_lib.Loader(directory, loader_config), draws, conditions), cfg)
