@@ -188,14 +188,19 @@ def test_malloc_tuning_stops_per_step_page_faults():
     import subprocess
     import sys
 
-    def faults_per_step(tuning):
+    def probe(tuning):  # both probes run at once: faults are counted per process, not timed
         env = {**os.environ, "TSASR_MALLOC_TUNING": tuning}
-        out = subprocess.run([sys.executable, "-c", MALLOC_PROBE], env=env, capture_output=True, text=True, check=True)
-        applied, faults = out.stdout.split()
+        return subprocess.Popen([sys.executable, "-c", MALLOC_PROBE], env=env, stdout=subprocess.PIPE, text=True)
+
+    def faults_per_step(process):
+        out, _ = process.communicate()
+        assert process.returncode == 0, process.returncode
+        applied, faults = out.split()
         return applied == "True", float(faults)
 
-    tuned_applied, tuned = faults_per_step("1")
-    untuned_applied, untuned = faults_per_step("0")
+    tuned_probe, untuned_probe = probe("1"), probe("0")
+    tuned_applied, tuned = faults_per_step(tuned_probe)
+    untuned_applied, untuned = faults_per_step(untuned_probe)
     assert tuned_applied and not untuned_applied
     assert untuned > 5000, untuned
     assert tuned < untuned / 10, (tuned, untuned)
