@@ -271,14 +271,10 @@ def onthefly_training_set(
     # Every process computes the normalisation from every utterance, as the stored path does.
     if streamed:
         directory = workdir / name / "records"
-        if process[0] == 0:
-            write_clean_records(directory, train, alignments, cfg.record_shards)
-        if process[1] > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"{name}: records written")
-        loader_config = teacher_stage.loader_config(config, cfg)
-        stream = StreamedMixes(loader_lib.Loader(directory, loader_config, *process), draws, conditions)
+        write = lambda: write_clean_records(directory, train, alignments, cfg.record_shards)  # noqa: E731
+        loader = teacher_stage.records_loader(config, cfg, name, directory, write)
+        loader_config = loader.config
+        stream = StreamedMixes(loader, draws, conditions)
         # (the loader's full batches of epoch 0: a bucket's remainder is left out of the statistics)
         norm = onthefly_norm(StreamedMixes(loader_lib.Loader(directory, loader_config), draws, conditions), cfg)
     else:

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tsasr import pipeline
 from tsasr import workdir as wd
 from tsasr.data import batching
 from tsasr.data import layout
@@ -207,11 +206,8 @@ def write_records(directory: pathlib.Path, train: list[dict], key: dict[str, str
 def streamed(config, cfg, directory: pathlib.Path, name: str, train: list[dict], key, alignments) -> loader_lib.Loader:
     """The `train` records streamed from ArrayRecord shards in `directory`: written there first
     (`write_records`) by process 0 while the others wait, then each process reads its own shards."""
-    if jax.process_index() == 0:
-        write_records(directory, train, key, alignments, cfg.record_shards)
-    pipeline.barrier(f"{name}: records written")
-    loader_config = teacher_stage.loader_config(config, cfg)
-    return loader_lib.Loader(directory, loader_config, jax.process_index(), jax.process_count())
+    write = lambda: write_records(directory, train, key, alignments, cfg.record_shards)  # noqa: E731
+    return teacher_stage.records_loader(config, cfg, name, directory, write)
 
 
 def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg):

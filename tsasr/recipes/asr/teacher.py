@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tsasr import pipeline
 from tsasr import workdir as wd
 from tsasr.audio import device_features
 from tsasr.data import batching
@@ -230,18 +231,18 @@ def streamed_records(
     config, cfg, name: str, directory: pathlib.Path, write: Callable[[], None]
 ) -> tuple[loader_lib.Loader, dict]:
     """(loader, norm) of a stage's training records in `directory`, which `write()` writes unless
-    they are complete (with their norm.json, write_normalised_records)."""
-    # Written once, by process 0, while the others wait at the barrier; then every process reads
-    # only its own shards (tsasr.data.loader). The normalisation is one pass over the audio, kept
-    # beside the shards so a resumed run (or another process) does not redo it.
+    they are complete (with their norm.json, write_normalised_records). The normalisation is one
+    pass over the audio, kept beside the shards so a resumed run (or another process) does not redo it."""
+    return records_loader(config, cfg, name, directory, write), wd.read_json(directory / "norm.json")
+
+
+def records_loader(config, cfg, name: str, directory: pathlib.Path, write: Callable[[], None]) -> loader_lib.Loader:
+    """This process's loader of the records in `directory`: `write()` runs on process 0 while the
+    others wait at a barrier, then every process reads only its own shards (tsasr.data.loader)."""
     if jax.process_index() == 0:
         write()
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"{name}: records written")
-    stream = loader_lib.Loader(directory, loader_config(config, cfg), jax.process_index(), jax.process_count())
-    return stream, wd.read_json(directory / "norm.json")
+    pipeline.barrier(f"{name}: records written")
+    return loader_lib.Loader(directory, loader_config(config, cfg), jax.process_index(), jax.process_count())
 
 
 def loader_config(config, cfg) -> loader_lib.LoaderConfig:
