@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import pathlib
+import shutil
+import tempfile
 
-import jax
-import pytest
+# One persistent compilation cache for the whole test session, this process and every process
+# a test starts (they inherit the environment): many tests compile the same steps (the tiny
+# recipe's models, the toy classifier) in fresh processes, and a cache hit is the executable a
+# compilation would make, bit for bit. Fresh per session, so no run reads another's entries;
+# set before JAX is imported, which reads these variables once.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="tsasr-tests-jax-cache-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
-from tsasr import config as config_lib
-from tsasr import recipe as recipe_lib
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from tsasr import config as config_lib  # noqa: E402
+from tsasr import recipe as recipe_lib  # noqa: E402
 
 # Tests check algorithms against float32/float64 references: on a GPU, multiply in full
 # float32 rather than XLA's default TF32 (a no-op on the CPU).
 jax.config.update("jax_default_matmul_precision", "float32")
+jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE)  # were JAX imported before this file
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "top20_T2.py"
