@@ -53,6 +53,30 @@ def test_hosts_take_their_rows_of_the_same_global_batch():
         assert list(parts[0]["ids"]) == list(expected["ids"])
 
 
+def test_rows_of_steps_names_the_utterances_each_host_batches():
+    """rows_of_steps, from the plan alone, against what each host's batches hold (rows matched to
+    utterances by their features), over 2.5 epochs: a host may compute only those inputs."""
+    hosts = [make_batcher(process_index=i, process_count=2) for i in range(2)]
+    num_steps = 2 * hosts[0].batches_per_epoch + hosts[0].batches_per_epoch // 2
+    by_features = {e["features"].tobytes(): e["id"] for e in hosts[0].examples}
+    batched = []
+    for host in hosts:
+        seen, stream = set(), host(0)
+        for _ in range(num_steps):
+            batch = next(stream)
+            for row, paddings in enumerate(batch["feature_paddings"]):
+                frames = int((paddings == 0).sum())
+                if frames:
+                    seen.add(by_features[batch["features"][row, :frames].tobytes()])
+        batched.append(seen)
+    for host, seen in zip(hosts, batched):
+        mine, anyone = host.rows_of_steps(num_steps)
+        assert mine == seen and anyone == batched[0] | batched[1]
+    assert batched[0] and batched[1]
+    one_epoch = hosts[0].rows_of_steps(hosts[0].batches_per_epoch)[1]
+    assert one_epoch < {e["id"] for e in hosts[0].examples}  # drop_remainder: a bucket's remainder is in no row
+
+
 def test_starting_at_a_step_continues_the_uninterrupted_stream():
     batcher = make_batcher()
     stream = batcher(0)

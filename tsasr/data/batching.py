@@ -194,6 +194,19 @@ class Batcher:
             batches += [(int(length), members[i : i + size]) for i in range(0, stop, size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
+    def rows_of_steps(self, num_steps: int) -> tuple[set[str], set[str]]:
+        """(ids in this process's rows, ids in any process's rows) of global steps 0 ..
+        num_steps - 1: the plan of every epoch they reach, a function of the frame counts only,
+        so a process may compute just its rows' inputs before batching (each epoch deals the
+        examples out anew: a process's share grows with the epochs)."""
+        start, size = self.process_index * self.local_batch_size, self.local_batch_size
+        mine, anyone = set(), set()
+        for epoch in range(-(-num_steps // self.batches_per_epoch)):
+            for _, indices in self.plan(epoch)[: num_steps - epoch * self.batches_per_epoch]:
+                mine.update(self.examples[i]["id"] for i in indices[start : start + size])
+                anyone.update(self.examples[i]["id"] for i in indices)
+        return mine, anyone
+
     def local_batch(self, length: int, indices: np.ndarray) -> dict:
         """This host's rows of a global batch; `ids` names the whole global batch."""
         size = self.config.batch_size

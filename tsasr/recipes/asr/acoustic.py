@@ -39,7 +39,9 @@ BATCH_KEYS = {
 }
 _AUDIO_LENGTH = padded.round_up(8000)  # audio padded to multiples of 0.5 s: few shapes, little padding
 _FRAME_LENGTH = padded.round_up(200)
-_BATCH = 16
+# Utterances per padded batch of compute_features and log_posteriors; a multi-host decode splits
+# its test sets by these batches (evaluate.forward_shares), so each keeps a one-process run's bits.
+BATCH = 16
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +55,8 @@ def compute_features(records: list[dict], desc: str = "features") -> dict[str, n
     order = sorted(range(len(records)), key=lambda i: records[i]["duration"])
     audios = {records[i]["id"]: audio_io.read_audio(records[i]["audio"]) for i in order}
     out: dict[str, np.ndarray] = {}
-    batches = padded.map_padded(_lfbe_fn(), audios, _BATCH, _AUDIO_LENGTH)
-    total = -(-len(audios) // _BATCH)
+    batches = padded.map_padded(_lfbe_fn(), audios, BATCH, _AUDIO_LENGTH)
+    total = -(-len(audios) // BATCH)
     for batch, (features, _) in tqdm(batches, total=total, desc=desc, unit="batch", leave=False, disable=None):
         features = np.asarray(features)
         for row, (utt, samples) in enumerate(zip(batch.ids, batch.lengths)):
@@ -113,7 +115,7 @@ def log_posteriors(model, params, features: dict[str, np.ndarray]) -> dict[str, 
     forward = functools.partial(_forward_fn(model), params)
     ordered = {u: features[u] for u in sorted(features, key=lambda u: len(features[u]))}
     out = {}
-    for batch, result in padded.map_padded(forward, ordered, _BATCH, _FRAME_LENGTH):
+    for batch, result in padded.map_padded(forward, ordered, BATCH, _FRAME_LENGTH):
         result = np.asarray(result)
         factor = -(-batch.values.shape[1] // result.shape[1])
         for row, (u, frames) in enumerate(zip(batch.ids, batch.lengths)):

@@ -129,19 +129,6 @@ def frame_count_only(utt: str, frames: int) -> dict:
     return {"id": utt, "features": np.zeros((frames, 0), np.float32), "senones": zeros, "phones": zeros}
 
 
-def rows_of_steps(plan: batching.Batcher, num_steps: int) -> tuple[set[str], set[str]]:
-    """(ids in this process's rows, ids in any process's rows) of global steps 0 .. num_steps - 1:
-    the Batcher's plan of every epoch they reach, a function of the frame counts only. Each epoch
-    deals the utterances out anew, so a process's share grows with the epochs."""
-    start, size = plan.process_index * plan.local_batch_size, plan.local_batch_size
-    mine, anyone = set(), set()
-    for epoch in range(-(-num_steps // plan.batches_per_epoch)):
-        for _, indices in plan.plan(epoch)[: num_steps - epoch * plan.batches_per_epoch]:
-            mine.update(plan.examples[i]["id"] for i in indices[start : start + size])
-            anyone.update(plan.examples[i]["id"] for i in indices)
-    return mine, anyone
-
-
 def in_memory(
     records: list[dict],
     held: set[str],
@@ -170,7 +157,7 @@ def in_memory(
         [frame_count_only(u, n) for u, n in frames.items()], batching_config, process_index, process_count
     )
     num_steps = num_steps_of(plan.batches_per_epoch)
-    mine, anyone = rows_of_steps(plan, num_steps)
+    mine, anyone = plan.rows_of_steps(num_steps)
     needed = mine | (set(frames) - anyone) | held
     log.info(
         "%s: process %d of %d computes the features of %d of %d training utterances",
