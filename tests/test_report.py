@@ -79,11 +79,18 @@ def test_report_without_results(tmp_path):
 
 def test_table2_shape_against_both_teachers_with_p(tmp_path):
     """The paper's Table 2: every row against the CE teacher, and against the sequence-trained
-    teacher where the paper brackets one; this run's change beside the paper's, and the
-    bootstrap probability of improving on that teacher from results.json."""
+    teacher where the paper brackets one; this run's change (with its paired interval where
+    results.json has one) beside the paper's, and the bootstrap probability of improving on
+    that teacher from results.json."""
     _scored(tmp_path)
     results.update_results(
-        tmp_path, "student_seq", {}, {"p_better_than": {"teacher_seq": {"clean": 0.97}, "teacher_ce": {"clean": 0.999}}}
+        tmp_path,
+        "student_seq",
+        {},
+        {
+            "p_better_than": {"teacher_seq": {"clean": 0.97}, "teacher_ce": {"clean": 0.999}},
+            "relative_ci95_to": {"teacher_seq": {"clean": [-18.04, -1.96]}},  # scoring.relative_change_interval's
+        },
     )
     paper = {
         "source": "the paper, Table 2",
@@ -104,4 +111,4 @@ def test_table2_shape_against_both_teachers_with_p(tmp_path):
     assert "| 0.999 |" in rows["student_seq (student CE, then sMBR)"]
     assert "-20.0 [-5.8]" in rows["teacher_seq"]  # (10 - 12.5) / 12.5
     seq_rows = [line for line in against_seq.splitlines() if line.startswith("| student_seq")]
-    assert len(seq_rows) == 1 and "-10.0 [-10.1]" in seq_rows[0] and "| 0.970 |" in seq_rows[0]
+    assert len(seq_rows) == 1 and "-10.0 (-18.0, -2.0) [-10.1]" in seq_rows[0] and "| 0.970 |" in seq_rows[0]

@@ -113,7 +113,8 @@ def paper_tables(results: dict, spec: ReportSpec, paper: dict) -> str:
     reference system. paper['table'] is {reference: {system: {condition: percent}}} (the
     paper's Table 2 reports every system against the CE teacher and, in brackets, against the
     sequence-trained one); paper['labels'] names the systems' rows ({system: text}). Each
-    cell is this run's change with the paper's in brackets; the p columns are the bootstrap
+    cell is this run's change, its paired bootstrap 95 % interval (results.json
+    `relative_ci95_to`) in parentheses and the paper's in brackets; the p columns are the bootstrap
     probability that the system improves on the reference (results.json `p_better_than`)."""
     if "table" not in paper:
         return paper_table(results, spec, paper)
@@ -127,18 +128,30 @@ def paper_tables(results: dict, spec: ReportSpec, paper: dict) -> str:
         rows = {system: rows[system] for system in _ordered(spec, rows)}  # the recipe's order, not the config's
         out.append(
             f"Relative change (%) of {spec.primary.label.split(' (')[0]} against `{reference}`: this run "
-            f"[the paper's]; p = bootstrap probability that the system improves on `{reference}`.\n"
+            f"(its paired bootstrap 95 % interval) [the paper's]; p = bootstrap probability that the "
+            f"system improves on `{reference}`.\n"
         )
         out.append("| system | " + " | ".join(conditions) + " | " + " | ".join(f"p {c}" for c in conditions) + " |")
         out.append("|---|" + "---:|" * (2 * len(conditions)))
         for system, theirs in rows.items():
             p_better = systems.get(system, {}).get("p_better_than", {}).get(reference, {})
-            cells = [f"{_fmt(ours.get(system, {}).get(c), '+.1f')} [{_fmt(theirs.get(c), '+.1f')}]" for c in conditions]
+            intervals = systems.get(system, {}).get("relative_ci95_to", {}).get(reference, {})
+            change = ours.get(system, {})
+            cells = [
+                f"{_fmt(change.get(c), '+.1f')}{_interval(intervals.get(c))} [{_fmt(theirs.get(c), '+.1f')}]"
+                for c in conditions
+            ]
             cells += [_fmt(p_better.get(c), ".3f") for c in conditions]
             name = f"{system} ({labels[system]})" if system in labels else system
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
     return f"{paper['source']}.\n\n" + "\n".join(out)
+
+
+def _interval(interval) -> str:
+    """' (low, high)' of a relative change's interval, or '' where none was computed (a run
+    scored before intervals were, or a reference without errors)."""
+    return f" ({interval[0]:+.1f}, {interval[1]:+.1f})" if interval else ""
 
 
 def paper_table(results: dict, spec: ReportSpec, paper: dict) -> str:

@@ -160,7 +160,7 @@ def _score_condition(workdir: pathlib.Path, condition: str, hyps, partial, recor
     refs = {r["id"]: r["text"].split() for r in records}
     result = scoring.wer(refs, hyps)
     result["not_final"] = len(partial)
-    ci, p_better = None, {}
+    ci, p_better, relative_ci = None, {}, {}
     for other in others:
         other_path = workdir / layout.decoded(other) / f"{condition}.json"
         if not other_path.exists():
@@ -169,12 +169,13 @@ def _score_condition(workdir: pathlib.Path, condition: str, hyps, partial, recor
             refs, json.loads(other_path.read_text()), hyps, replications=dc.bootstrap_replications
         )
         p_better[other] = compared["p_b_better"]
+        relative_ci[other] = compared["relative_ci95"]
         if other == reference:
             ci = [compared["b"]["ci95min"], compared["b"]["ci95max"]]
     if ci is None:
         alone = scoring.interval(refs, hyps, replications=dc.bootstrap_replications)
         ci = [alone["ci95min"], alone["ci95max"]]
-    return {"details": result, "ci": ci, "p_better": p_better}
+    return {"details": result, "ci": ci, "p_better": p_better, "relative_ci": relative_ci}
 
 
 def score_system(
@@ -182,7 +183,8 @@ def score_system(
 ):
     """WER of `system`'s hypotheses per condition, with bootstrap 95 % intervals (paired with
     `reference`'s hypotheses when it has been decoded), and the bootstrap probability that it
-    improves on `reference` and on each teacher decoded before it (`p_better_than`); writes
+    improves on `reference` and on each teacher decoded before it (`p_better_than`), with the
+    paired 95 % interval of its relative WER change against each (`relative_ci95_to`); writes
     the hypotheses and merges the rows into results.json. Returns {condition: WER}.
 
     Multi-host: every process passes all hypotheses (gather_hypotheses) and scores its share
@@ -208,12 +210,15 @@ def score_system(
             scores.update(json.loads(_part(workdir, system, "scores", p).read_text()))
     wers, details, ci = {}, {}, {}
     p_better = {name: {} for name in names}
+    relative_ci = {name: {} for name in names}
     for condition, (hyps, _) in hyps_by_condition.items():
         score = scores[condition]
         wers[condition], details[condition], ci[condition] = score["details"]["wer"], score["details"], score["ci"]
         wd.write_json(workdir / layout.decoded(system) / f"{condition}.json", hyps)
         for other, p in score["p_better"].items():
             p_better[other][condition] = p
+        for other, interval in score.get("relative_ci", {}).items():
+            relative_ci[other][condition] = interval
         log.info(
             "%s %s: WER %.2f %% (%d utterances)",
             system,
@@ -224,6 +229,8 @@ def score_system(
     extra = {"ci": {"wer": ci}, "details": details}
     if p_better := {name: p for name, p in p_better.items() if p}:
         extra["p_better_than"] = p_better
+    if relative_ci := {name: c for name, c in relative_ci.items() if c}:
+        extra["relative_ci95_to"] = relative_ci
     results_lib.update_results(workdir, system, {"wer": wers}, extra)
     if count > 1:  # every process has read every part (gather_hypotheses came before the barrier above)
         wd.rmtree(workdir / layout.decoded(system) / PARTS)
@@ -234,14 +241,14 @@ def forward_shares(records_by_condition: dict[str, list[dict]]) -> dict[str, lis
     """This process's share of each test set for a network: whole batches of its forward pass.
 
     acoustic.compute_features and acoustic.log_posteriors take a set's utterances by duration,
-    acoustic._BATCH at a time (durations and frame counts rise together). The batches of all
+    acoustic.BATCH at a time (durations and frame counts rise together). The batches of all
     conditions are numbered in turn and process p takes those numbered b % P == p, so each of
     its batches holds the same utterances, padded the same, as in a one-process run (the
     posteriors are the same bits), and a few small test sets still spread over the processes."""
     _, count = pipeline.processes()
     if count == 1:
         return dict(records_by_condition)
-    size = acoustic._BATCH
+    size = acoustic.BATCH
     numbered = []
     for condition, records in records_by_condition.items():
         order = sorted(range(len(records)), key=lambda i: records[i]["duration"])
