@@ -2,9 +2,9 @@
 
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
-Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 CPU cores
-          (AMD EPYC, 2026-12-06): 13.6 minutes (817 s) from a fresh clone, its first five minutes
-          beside another job (about 12.5 idle); a second run with nothing changed: seconds. (The
+Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 idle CPU
+          cores (AMD EPYC, 2026-12-07): 11.5 minutes (689 s) from a fresh clone; a second run
+          with nothing changed: seconds. (The
           one-hour dry corpus of earlier sessions took 4.0 minutes here and 193 s on one H100 GPU,
           2026-11-22.)
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured

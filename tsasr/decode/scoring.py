@@ -57,6 +57,12 @@ def compare(
     }
 
 
+def utterance_errors(ref: Mapping[str, Sequence[str]], hyp: Mapping[str, Sequence[str]], utts) -> np.ndarray:
+    """[len(utts)] float64 word errors (insertions + deletions + substitutions) of each utterance
+    (a missing hypothesis counts as empty)."""
+    return np.array([kaldialign.edit_distance(list(ref[u]), list(hyp.get(u, [])))["total"] for u in utts], np.float64)
+
+
 def relative_change_interval(
     ref: Mapping[str, Sequence[str]],
     hyp_a: Mapping[str, Sequence[str]],
@@ -70,13 +76,7 @@ def relative_change_interval(
     drawn with replacement, both systems scored on the same draw. None when system a makes no
     error (the change is undefined). Memory: `chunk` draws at a time, whatever the test set."""
     utts = sorted(ref)
-    errors = np.array(
-        [
-            [kaldialign.edit_distance(list(ref[u]), list(hyp.get(u, [])))["total"] for u in utts]
-            for hyp in (hyp_a, hyp_b)
-        ],
-        np.float64,
-    )
+    errors = np.stack([utterance_errors(ref, hyp, utts) for hyp in (hyp_a, hyp_b)])
     if not utts or errors[0].sum() == 0:
         return None
     rng = np.random.default_rng(seed)

@@ -1,0 +1,80 @@
+"""How large a WER improvement a workdir's test sets can show: the paired-bootstrap spread of the
+relative WER change between two decoded systems, per test condition.
+
+For each pair (reference a, system b) decoded in WORKDIR/decode/ and each condition, utterances are
+drawn with replacement (--replications draws, both systems scored on the same draw) and the
+relative change 100 * (WER_b / WER_a - 1) computed on every draw. Printed per pair and condition:
+the change, its 95 % interval, the share of draws where b improves, and `detectable_change`:
+the improvement that a one-sided test at p >= 0.95 detects half the time on a test set of this
+size (1.645 standard deviations of the change). Against a paper's reported change (the pairs of
+experiments/top20_T2.py's Table 2 by default) it adds `test_set_scale_to_detect_paper`: how many
+times the test set would have to grow for the paper's change to be that detectable half the
+time (the spread shrinks as 1 / sqrt(utterances)).
+
+    python bench/wer_power.py WORKDIR [--replications 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+import ml_collections
+
+from tsasr.decode import scoring
+from tsasr.recipes.asr import evaluate
+
+# (reference, system): the paper's relative change (%), from experiments/top20_T2.py's Table 2.
+PAIRS = {
+    ("teacher_ce", "teacher_seq"): -5.79,
+    ("teacher_ce", "student_ce"): -9.50,
+    ("teacher_seq", "student_ce_from_teacher_seq"): -6.48,
+    ("teacher_seq", "student_seq"): -10.08,
+}
+ONE_SIDED_95 = 1.645
+
+
+def references(workdir: pathlib.Path) -> dict[str, dict[str, list[str]]]:
+    """condition -> utterance -> reference words, of the run's test conditions (its config.json)."""
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    sets = evaluate.test_sets(workdir, evaluate.conditions(config))
+    return {c: {r["id"]: r["text"].split() for r in records} for c, (_, records) in sets.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("--replications", type=int, default=10000)
+    args = parser.parse_args()
+    workdir = pathlib.Path(args.workdir)
+    rng = np.random.default_rng(0)
+    out = {}
+    for condition, refs in references(workdir).items():
+        utts = sorted(refs)
+        draws = rng.integers(0, len(utts), (args.replications, len(utts)))
+        for (a, b), paper in PAIRS.items():
+            hyps = [workdir / "decode" / s / f"{condition}.json" for s in (a, b)]
+            if not all(h.exists() for h in hyps):
+                continue
+            errors = [scoring.utterance_errors(refs, json.loads(h.read_text()), utts) for h in hyps]
+            totals = [e[draws].sum(axis=1) for e in errors]
+            change = 100.0 * (totals[1] / np.maximum(totals[0], 1) - 1.0)
+            detectable = ONE_SIDED_95 * float(change.std())
+            out.setdefault(condition, {})[f"{b}_vs_{a}"] = {
+                "relative_change": round(100.0 * (errors[1].sum() / errors[0].sum() - 1.0), 2),
+                "ci95": [round(float(x), 2) for x in np.percentile(change, [2.5, 97.5])],
+                "share_of_draws_improving": round(float((change < 0).mean()), 4),
+                "detectable_change": round(-detectable, 2),
+                "paper": paper,
+                "test_set_scale_to_detect_paper": round((detectable / abs(paper)) ** 2, 2),
+            }
+        out[condition]["utterances"] = len(utts)
+        out[condition]["words"] = int(sum(len(r) for r in refs.values()))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
