@@ -50,28 +50,27 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=10000)
     args = parser.parse_args()
     workdir = pathlib.Path(args.workdir)
-    rng = np.random.default_rng(0)
     out = {}
     for condition, refs in references(workdir).items():
-        utts = sorted(refs)
-        draws = rng.integers(0, len(utts), (args.replications, len(utts)))
         for (a, b), paper in PAIRS.items():
             hyps = [workdir / "decode" / s / f"{condition}.json" for s in (a, b)]
             if not all(h.exists() for h in hyps):
                 continue
-            errors = [scoring.utterance_errors(refs, json.loads(h.read_text()), utts) for h in hyps]
-            totals = [e[draws].sum(axis=1) for e in errors]
-            change = 100.0 * (totals[1] / np.maximum(totals[0], 1) - 1.0)
+            hyp_a, hyp_b = (json.loads(h.read_text()) for h in hyps)
+            change = scoring.relative_changes(refs, hyp_a, hyp_b, replications=args.replications)
+            if change is None:
+                continue
             detectable = ONE_SIDED_95 * float(change.std())
+            wers = [scoring.wer(refs, h)["wer"] for h in (hyp_a, hyp_b)]
             out.setdefault(condition, {})[f"{b}_vs_{a}"] = {
-                "relative_change": round(100.0 * (errors[1].sum() / errors[0].sum() - 1.0), 2),
+                "relative_change": round(100.0 * (wers[1] / wers[0] - 1.0), 2),
                 "ci95": [round(float(x), 2) for x in np.percentile(change, [2.5, 97.5])],
                 "share_of_draws_improving": round(float((change < 0).mean()), 4),
                 "detectable_change": round(-detectable, 2),
                 "paper": paper,
                 "test_set_scale_to_detect_paper": round((detectable / abs(paper)) ** 2, 2),
             }
-        out[condition]["utterances"] = len(utts)
+        out.setdefault(condition, {})["utterances"] = len(refs)
         out[condition]["words"] = int(sum(len(r) for r in refs.values()))
     print(json.dumps(out, indent=1))
 

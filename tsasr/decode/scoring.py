@@ -63,18 +63,19 @@ def utterance_errors(ref: Mapping[str, Sequence[str]], hyp: Mapping[str, Sequenc
     return np.array([kaldialign.edit_distance(list(ref[u]), list(hyp.get(u, [])))["total"] for u in utts], np.float64)
 
 
-def relative_change_interval(
+def relative_changes(
     ref: Mapping[str, Sequence[str]],
     hyp_a: Mapping[str, Sequence[str]],
     hyp_b: Mapping[str, Sequence[str]],
     replications: int = 10000,
     seed: int = 0,
     chunk: int = 1000,
-) -> list[float] | None:
-    """Paired bootstrap 95 % interval of the relative change of system b's WER against system
-    a's, 100 * (WER_b / WER_a - 1) in percent (the papers' "relative WER change"): utterances
-    drawn with replacement, both systems scored on the same draw. None when system a makes no
-    error (the change is undefined). Memory: `chunk` draws at a time, whatever the test set."""
+) -> np.ndarray | None:
+    """The paired bootstrap of the relative change of system b's WER against system a's,
+    100 * (WER_b / WER_a - 1) in percent (the papers' "relative WER change"): one value per draw
+    of the utterances with replacement, both systems scored on the same draw (a draw where a
+    makes no error has no ratio and is left out). None when system a makes no error at all.
+    Memory: `chunk` draws at a time, whatever the test set."""
     utts = sorted(ref)
     errors = np.stack([utterance_errors(ref, hyp, utts) for hyp in (hyp_a, hyp_b)])
     if not utts or errors[0].sum() == 0:
@@ -84,8 +85,24 @@ def relative_change_interval(
     for start in range(0, replications, chunk):
         draws = rng.integers(0, len(utts), (min(chunk, replications - start), len(utts)))
         a, b = errors[0][draws].sum(axis=1), errors[1][draws].sum(axis=1)
-        changes.append(100.0 * (b[a > 0] / a[a > 0] - 1.0))  # a draw where a makes no error has no ratio
-    low, high = np.percentile(np.concatenate(changes), [2.5, 97.5])
+        changes.append(100.0 * (b[a > 0] / a[a > 0] - 1.0))
+    return np.concatenate(changes)
+
+
+def relative_change_interval(
+    ref: Mapping[str, Sequence[str]],
+    hyp_a: Mapping[str, Sequence[str]],
+    hyp_b: Mapping[str, Sequence[str]],
+    replications: int = 10000,
+    seed: int = 0,
+    chunk: int = 1000,
+) -> list[float] | None:
+    """Paired bootstrap 95 % interval [low, high] of the relative WER change of b against a
+    (relative_changes), or None when system a makes no error (the change is undefined)."""
+    changes = relative_changes(ref, hyp_a, hyp_b, replications, seed, chunk)
+    if changes is None:
+        return None
+    low, high = np.percentile(changes, [2.5, 97.5])
     return [float(low), float(high)]
 
 
