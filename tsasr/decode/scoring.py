@@ -53,7 +53,7 @@ def compare(
         "a": percent(result["system1"]),
         "b": percent(result["system2"]),
         "p_b_better": result["p_s2_improv_over_s1"],
-        "relative_ci95": relative_change_interval(ref, hyp_a, hyp_b, replications, seed),
+        "relative_ci95": relative_change_interval(ref, hyp_a, hyp_b, replications=replications, seed=seed),
     }
 
 
@@ -89,17 +89,11 @@ def relative_changes(
     return np.concatenate(changes)
 
 
-def relative_change_interval(
-    ref: Mapping[str, Sequence[str]],
-    hyp_a: Mapping[str, Sequence[str]],
-    hyp_b: Mapping[str, Sequence[str]],
-    replications: int = 10000,
-    seed: int = 0,
-    chunk: int = 1000,
-) -> list[float] | None:
+def relative_change_interval(ref, hyp_a, hyp_b, **bootstrap) -> list[float] | None:
     """Paired bootstrap 95 % interval [low, high] of the relative WER change of b against a
-    (relative_changes), or None when system a makes no error (the change is undefined)."""
-    changes = relative_changes(ref, hyp_a, hyp_b, replications, seed, chunk)
+    (relative_changes, with its `replications`, `seed`, `chunk`), or None when system a makes no
+    error (the change is undefined)."""
+    changes = relative_changes(ref, hyp_a, hyp_b, **bootstrap)
     if changes is None:
         return None
     low, high = np.percentile(changes, [2.5, 97.5])
