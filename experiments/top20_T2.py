@@ -3,19 +3,18 @@
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
 Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 idle CPU
-          cores (AMD EPYC, 2026-12-07): 11.5 minutes (689 s) from a fresh clone; a second run
-          with nothing changed: seconds. (The
-          one-hour dry corpus of earlier sessions took 4.0 minutes here and 193 s on one H100 GPU,
-          2026-11-22.)
+          cores (AMD EPYC, 2026-12-07): 11.5 minutes (690 s) from a fresh clone; a second run
+          with nothing changed: seconds. (The one-hour dry corpus of earlier sessions took 4.0
+          minutes here and 193 s on one H100 GPU, 2026-11-22.)
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured
-          (teacher 4.5 epochs, students 5 epochs of 254 batches, LF-MMI 1 epoch; each the best
-          state on held-out data): gmm 29.4 / 68.0 / 86.2, teacher_ce 20.9 / 45.6 / 61.1,
-          teacher_seq 21.6 / 46.2 / 63.1, student_ce 21.4 / 32.8 / 49.1,
-          student_ce_from_teacher_seq 22.4 / 35.3 / 50.3, student_seq 21.9 / 34.9 / 49.3
+          (teacher 4.5 epochs, students 5 epochs of 254 batches on 0-30 dB mixes, LF-MMI 1 epoch;
+          each the best state on held-out data): gmm 29.4 / 68.0 / 86.2, teacher_ce 20.9 / 45.6 /
+          61.1, teacher_seq 21.6 / 46.2 / 63.1, student_ce 21.3 / 33.2 / 50.8,
+          student_ce_from_teacher_seq 20.8 / 35.2 / 50.9, student_seq 21.1 / 35.3 / 50.7
           (bootstrap 95 % intervals about +-3.7 points clean, +-5 noisy and rerecorded). Against
-          the CE teacher: student_ce -28.1 % noisy, -19.6 % rerecorded (paper -26.1, -19.6),
-          +2.5 % clean (paper -9.5). results.md sets every row of the paper's Table 2 beside
-          this run's, against both teachers, with p(student improves on the teacher).
+          the sequence-trained teacher: student_seq -2.2 % clean, -23.5 % noisy, -19.6 %
+          rerecorded (paper -10.1, -28.7, -19.6). results.md sets every row of the paper's Table 2
+          beside this run's, against both teachers, with p(student improves on the teacher).
 """
 
 import ml_collections
