@@ -126,3 +126,13 @@ def test_the_log_says_each_thing_once(tmp_path):
         for handler in list(logging.getLogger().handlers):
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+def test_a_networks_seed_is_the_runs_until_it_sets_its_own():
+    from tsasr.train.config import network_seed
+
+    assert [network_seed(s, 0) for s in (0, 7)] == [0, 7]
+    drawn = [network_seed(run_seed, s) for run_seed in (0, 1) for s in range(1, 26)]
+    assert len(set(drawn)) == len(drawn)  # another network seed, or another run, gives another stream
+    assert drawn == [network_seed(run_seed, s) for run_seed in (0, 1) for s in range(1, 26)]
+    assert all(0 <= s < 2**32 for s in drawn)  # a valid jax.random.PRNGKey seed

@@ -151,3 +151,16 @@ def test_a_sigkilled_stream_run_resumes_to_the_uninterrupted_bits(runs, tmp_path
     assert steps == expected_steps == 60
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_teachers_own_seed_retrains_it_alone_from_another_initialisation(runs, tmp_path):
+    """teacher.train.seed (0: the run's seed) is honoured, not overridden by the run's seed: the
+    teacher alone retrains, on the same data and batches, to other parameters."""
+    memory, _, _ = runs
+    workdir = tmp_path / "run"
+    shutil.copytree(memory, workdir, ignore=shutil.ignore_patterns("decode", "records", "superseded", "results.*"))
+    report = run_asr(tiny_config(**{"teacher.train.seed": 1}), workdir, until="teacher_ce")
+    assert [s for s, r in report.items() if r["status"] == "ran"] == ["teacher_ce"]
+    (step, before), (again, after) = _final_params(memory), _final_params(workdir)
+    assert step == again
+    assert not any(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))

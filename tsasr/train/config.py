@@ -4,6 +4,8 @@ Experiment files build their configs at import time; keeping these free of JAX a
 imports keeps `python -m tsasr.run` and config loading fast.
 """
 
+import hashlib
+
 import ml_collections
 
 
@@ -27,7 +29,9 @@ def optimizer_config() -> ml_collections.ConfigDict:
 def train_config() -> ml_collections.ConfigDict:
     """Training options; locked, so a misspelt field fails with its name."""
     config = ml_collections.ConfigDict()
-    config.seed = 0  # Parameter init and per-step dropout keys derive from it.
+    # Parameter init and per-step dropout keys derive from it. In a recipe, 0 means the run's
+    # `seed`; another value retrains this one network from another initialisation (network_seed).
+    config.seed = 0
     config.num_steps = 1000  # Total updates (the schedule spans them); see num_epochs.
     config.num_epochs = 0.0  # > 0: train this many passes over the data (num_steps is then derived from it).
     config.feature_dim = 64  # Input features per frame (LFBE bins).
@@ -43,3 +47,14 @@ def train_config() -> ml_collections.ConfigDict:
     config.optimizer = optimizer_config()
     config.lock()
     return config
+
+
+def network_seed(run_seed: int, train_seed: int) -> int:
+    """The init and dropout seed of one network of a recipe run: the run's `seed` while the
+    network's `train.seed` is 0 (the default), else a seed drawn from both. So a network can be
+    retrained from another initialisation with the data, the batches and the other networks
+    as they were; the run's `seed` alone still moves everything."""
+    if int(train_seed) == 0:
+        return int(run_seed)
+    digest = hashlib.sha256(f"{int(run_seed)}/{int(train_seed)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")

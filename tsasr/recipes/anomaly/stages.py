@@ -32,6 +32,7 @@ from tsasr.recipes.anomaly import data as data_lib
 from tsasr.recipes.anomaly import features as features_lib
 from tsasr.recipes.anomaly import losses, metrics, models
 from tsasr.train import checkpoint, loop
+from tsasr.train.config import network_seed
 
 log = logging.getLogger(__name__)
 SYSTEMS = ("ae_baseline", "id_classifier", "group_made")
@@ -185,7 +186,7 @@ def train_system(system, config, workdir):
         examples, batching.BatchingConfig(min(section.batch_size, len(examples)), (frames,), config.seed, keys=KEYS)
     )
     train = ml_collections.ConfigDict(section.train.to_dict())
-    train.seed, train.feature_dim = config.seed, features_lib.N_MELS
+    train.seed, train.feature_dim = network_seed(config.seed, section.train.seed), features_lib.N_MELS
     model = build_model(config, system)
     members = loop.Members(tuple(config.data.types), member_inputs(config, sets, system == "id_classifier"))
     state = loop.train(

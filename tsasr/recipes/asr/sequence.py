@@ -46,6 +46,7 @@ from tsasr.losses import lfmmi
 from tsasr.recipes.asr import acoustic
 from tsasr.recipes.asr import teacher as teacher_stage
 from tsasr.train import loop
+from tsasr.train.config import network_seed
 
 NUM_FIELDS = ("src", "dst", "label", "log_weight", "start", "final")
 # What a batch carries: the acoustic models' keys and the phone alignment [frames], from which
@@ -255,7 +256,7 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     wd.write_json(out / "model.json", json.loads((workdir / init / "model.json").read_text()))
     wd.write_json(out / "norm.json", norm)
     train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
-    train_cfg.seed = int(config.seed)
+    train_cfg.seed = network_seed(config.seed, cfg.train.seed)
     train_cfg.feature_dim = len(norm["mean"])
     train_cfg.init_checkpoint = loop.best_checkpoint(str(workdir / init))
     num_steps_of = functools.partial(loop.resolve_num_steps, train_cfg, name=name)

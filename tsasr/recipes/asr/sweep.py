@@ -50,6 +50,7 @@ from tsasr.recipes.asr import student
 from tsasr.recipes.asr import teacher as teacher_stage
 from tsasr.train import checkpoint as checkpoint_lib
 from tsasr.train import loop
+from tsasr.train.config import network_seed
 
 STAGE = "sweep"  # training stage name (its marker is WORKDIR/.stages/sweep.json)
 OUTPUT = "sweep"  # WORKDIR/sweep: stacked checkpoints, per-member metrics, grid.json
@@ -150,7 +151,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     wd.write_json(out / "model.json", model_fields)
     wd.write_json(out / "norm.json", norm)
     train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
-    train_cfg.seed = int(config.seed)
+    train_cfg.seed = network_seed(config.seed, cfg.train.seed)
     train_cfg.feature_dim = int(examples[0]["features"].shape[1])
     batcher = batching.Batcher(
         examples, teacher_stage.batching_config(config, cfg), jax.process_index(), jax.process_count()

@@ -27,6 +27,7 @@ from tsasr.pipeline import Stage
 from tsasr.recipes.tagging import corpus, losses, metrics, models
 from tsasr.recipes.tagging.config import CLASSES
 from tsasr.train import checkpoint, loop
+from tsasr.train.config import network_seed
 
 log = logging.getLogger(__name__)
 KEYS = {"features": batching.FRAME, "labels": batching.CLIP}
@@ -135,7 +136,7 @@ def _abstract_params(model, dim: int = 64, members: int = 0):
 
 def _train_config(config, section):
     train = ml_collections.ConfigDict(section.train.to_dict())
-    train.seed = config.seed
+    train.seed = network_seed(config.seed, section.train.seed)
     return train
 
 
