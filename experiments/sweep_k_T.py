@@ -6,16 +6,16 @@ Runtime:  built-in corpus, 2 CPU cores: the shared stages as top20_T2.py up to `
           data, teacher and one labelling pass at k = 40 are made once), then the 13 students
           trained together in one vmapped step (about 13 times one student's training time on
           CPU, where the step is compute-bound; far less on a GPU) and 13 decodes of the three
-          test conditions: about an hour on 2 CPU cores beside other jobs (2026-12-06, with the
-          students' 2.5 epochs of then; at today's 5 epochs about twice that). --tiny: about 5 minutes.
+          test conditions: 52 minutes on 2 idle CPU cores in the main job's workdir (2026-12-07:
+          48 training the 13 students for 5 epochs each, 3.5 decoding). --tiny: about 5 minutes.
 Expected: WORKDIR/sweep_k_T.md (WER per test condition, k down, T across), WORKDIR/plots/
           sweep_k_T.png (WER against k, one line per T, one panel per condition) and rows
-          `student_ce_k{k}_T{T}` in results.json. Measured on the built-in corpus (2026-12-06, 2.5 epochs;
-          README.md has every point with its interval): k = 20, T = 2 gives 22.3 / 32.9 / 50.5
-          (clean / noisy / re-recorded) and lies within the 95 % interval of the best point of
-          each condition (k = 20, T = 1: 21.0 on clean, 32.4 on noisy; k = 5, T = 1: 46.5 on
-          re-recorded); the best soft labels beat hard labels (24.3 / 35.1 / 47.9) within the
-          intervals; k = 40 at T = 3 is worst everywhere (26.5 / 40.5 / 54.6).
+          `student_ce_k{k}_T{T}` in results.json. Measured on the built-in corpus (2026-12-07, 5
+          epochs of 0-30 dB mixes; README.md has every point with its interval): k = 20, T = 2
+          gives 20.1 / 32.6 / 48.7 (clean / noisy / re-recorded) and lies within the 95 % interval
+          of the best point of each condition (k = 10, T = 1: 19.6 on clean; k = 5, T = 3: 31.2
+          on noisy, tied with k = 20, T = 1, and 47.1 on re-recorded); the best soft labels beat hard labels (22.3 / 34.8 /
+          48.0) within the intervals; k = 40 at T = 3 is worst everywhere (24.5 / 38.6 / 53.5).
 """
 
 from tsasr.recipes.asr import base_config
