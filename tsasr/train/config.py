@@ -58,3 +58,13 @@ def network_seed(run_seed: int, train_seed: int) -> int:
         return int(run_seed)
     digest = hashlib.sha256(f"{int(run_seed)}/{int(train_seed)}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def network_train_config(
+    config: ml_collections.ConfigDict, section: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
+    """A writable copy of one network's `section.train` with its seed resolved against the run's
+    `config.seed` (network_seed): what a recipe hands tsasr.train.loop."""
+    train = ml_collections.ConfigDict(section.train.to_dict())
+    train.seed = network_seed(config.seed, section.train.seed)
+    return train

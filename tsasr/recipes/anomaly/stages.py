@@ -20,7 +20,6 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import traverse_util
 
@@ -32,7 +31,7 @@ from tsasr.recipes.anomaly import data as data_lib
 from tsasr.recipes.anomaly import features as features_lib
 from tsasr.recipes.anomaly import losses, metrics, models
 from tsasr.train import checkpoint, loop
-from tsasr.train.config import network_seed
+from tsasr.train.config import network_train_config
 
 log = logging.getLogger(__name__)
 SYSTEMS = ("ae_baseline", "id_classifier", "group_made")
@@ -185,8 +184,8 @@ def train_system(system, config, workdir):
     batcher = batching.Batcher(
         examples, batching.BatchingConfig(min(section.batch_size, len(examples)), (frames,), config.seed, keys=KEYS)
     )
-    train = ml_collections.ConfigDict(section.train.to_dict())
-    train.seed, train.feature_dim = network_seed(config.seed, section.train.seed), features_lib.N_MELS
+    train = network_train_config(config, section)
+    train.feature_dim = features_lib.N_MELS
     model = build_model(config, system)
     members = loop.Members(tuple(config.data.types), member_inputs(config, sets, system == "id_classifier"))
     state = loop.train(

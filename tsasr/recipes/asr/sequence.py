@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from tsasr import workdir as wd
@@ -46,7 +45,7 @@ from tsasr.losses import lfmmi
 from tsasr.recipes.asr import acoustic
 from tsasr.recipes.asr import teacher as teacher_stage
 from tsasr.train import loop
-from tsasr.train.config import network_seed
+from tsasr.train.config import network_train_config
 
 NUM_FIELDS = ("src", "dst", "label", "log_weight", "start", "final")
 # What a batch carries: the acoustic models' keys and the phone alignment [frames], from which
@@ -255,8 +254,7 @@ def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records:
     out = workdir / name
     wd.write_json(out / "model.json", json.loads((workdir / init / "model.json").read_text()))
     wd.write_json(out / "norm.json", norm)
-    train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
-    train_cfg.seed = network_seed(config.seed, cfg.train.seed)
+    train_cfg = network_train_config(config, cfg)
     train_cfg.feature_dim = len(norm["mean"])
     train_cfg.init_checkpoint = loop.best_checkpoint(str(workdir / init))
     num_steps_of = functools.partial(loop.resolve_num_steps, train_cfg, name=name)

@@ -32,7 +32,6 @@ import pathlib
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
 from tsasr import pipeline
@@ -50,7 +49,7 @@ from tsasr.recipes.asr import student
 from tsasr.recipes.asr import teacher as teacher_stage
 from tsasr.train import checkpoint as checkpoint_lib
 from tsasr.train import loop
-from tsasr.train.config import network_seed
+from tsasr.train.config import network_train_config
 
 STAGE = "sweep"  # training stage name (its marker is WORKDIR/.stages/sweep.json)
 OUTPUT = "sweep"  # WORKDIR/sweep: stacked checkpoints, per-member metrics, grid.json
@@ -150,8 +149,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     model = build_model(model_fields)
     wd.write_json(out / "model.json", model_fields)
     wd.write_json(out / "norm.json", norm)
-    train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
-    train_cfg.seed = network_seed(config.seed, cfg.train.seed)
+    train_cfg = network_train_config(config, cfg)
     train_cfg.feature_dim = int(examples[0]["features"].shape[1])
     batcher = batching.Batcher(
         examples, teacher_stage.batching_config(config, cfg), jax.process_index(), jax.process_count()

@@ -23,7 +23,6 @@ import zlib
 from collections.abc import Callable, Iterable
 
 import jax
-import ml_collections
 import numpy as np
 
 from tsasr import pipeline
@@ -38,7 +37,7 @@ from tsasr.recipes.asr import acoustic
 from tsasr.recipes.asr import objectives
 from tsasr.train import loop
 from tsasr.train import step as step_lib
-from tsasr.train.config import network_seed
+from tsasr.train.config import network_train_config
 
 log = logging.getLogger(__name__)
 INPUTS = ("memory", "stream")  # a training section's `input`: features in host memory, or streamed records
@@ -120,8 +119,7 @@ def fit(
     model = build_model(model_fields)
     wd.write_json(out / "model.json", model_fields)
     wd.write_json(out / "norm.json", data.norm)
-    train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
-    train_cfg.seed = network_seed(config.seed, cfg.train.seed)
+    train_cfg = network_train_config(config, cfg)
     if data.stream is None:
         batcher = batching.Batcher(
             data.examples, batching_config(config, cfg), jax.process_index(), jax.process_count()

@@ -16,7 +16,6 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from tsasr import workdir as wd
@@ -27,7 +26,7 @@ from tsasr.pipeline import Stage
 from tsasr.recipes.tagging import corpus, losses, metrics, models
 from tsasr.recipes.tagging.config import CLASSES
 from tsasr.train import checkpoint, loop
-from tsasr.train.config import network_seed
+from tsasr.train.config import network_train_config
 
 log = logging.getLogger(__name__)
 KEYS = {"features": batching.FRAME, "labels": batching.CLIP}
@@ -135,9 +134,7 @@ def _abstract_params(model, dim: int = 64, members: int = 0):
 
 
 def _train_config(config, section):
-    train = ml_collections.ConfigDict(section.train.to_dict())
-    train.seed = network_seed(config.seed, section.train.seed)
-    return train
+    return network_train_config(config, section)
 
 
 def train_teacher(config, workdir: pathlib.Path) -> dict:

@@ -13,7 +13,6 @@ import json
 import pathlib
 
 import jax
-import ml_collections
 import numpy as np
 
 from tsasr import workdir as wd
@@ -21,7 +20,7 @@ from tsasr.data import batching, padded
 from tsasr.recipes.wakeword import detector, frontends
 from tsasr.recipes.wakeword import features as feats_lib
 from tsasr.train import checkpoint, loop, step
-from tsasr.train.config import network_seed
+from tsasr.train.config import network_train_config
 
 KEYS = {"features": batching.FRAME, "targets": batching.FRAME}
 
@@ -64,8 +63,8 @@ def train(config, workdir: pathlib.Path, system: str) -> dict:
     batcher = batching.Batcher(
         examples, batching.BatchingConfig(cfg.batch_size, tuple(cfg.buckets), config.seed, keys=KEYS)
     )
-    train_cfg = ml_collections.ConfigDict(cfg.train.to_dict())
-    train_cfg.seed, train_cfg.feature_dim = network_seed(config.seed, cfg.train.seed), frontends.DIMS[front_end]
+    train_cfg = network_train_config(config, cfg)
+    train_cfg.feature_dim = frontends.DIMS[front_end]
     model = model_for(config, workdir, system)
     state = loop.train(train_cfg, model, step.make_frame_ce_loss(model, "targets"), batcher, str(workdir / system))
     params = frontends.num_params(model.config)
