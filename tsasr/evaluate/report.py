@@ -47,7 +47,8 @@ class ReportSpec:
         return self.metrics[0]
 
 
-def _ordered(spec: ReportSpec, systems: dict) -> list[str]:
+def ordered_systems(spec: ReportSpec, systems: dict) -> list[str]:
+    """The names in `systems`: the spec's system_order first, in that order, then the rest sorted."""
     known = [s for s in spec.system_order if s in systems]
     return known + sorted(s for s in systems if s not in spec.system_order)
 
@@ -56,7 +57,7 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _conditions(results: dict, spec: ReportSpec) -> tuple[str, ...]:
+def scored_conditions(results: dict, spec: ReportSpec) -> tuple[str, ...]:
     """The spec's conditions, then any other condition a system was scored on (e.g. a user's
     extra test set), in name order."""
     scored = {c for entry in results.get("systems", {}).values() for c in entry.get(spec.primary.name, {})}
@@ -66,7 +67,7 @@ def _conditions(results: dict, spec: ReportSpec) -> tuple[str, ...]:
 def results_table(results: dict, spec: ReportSpec) -> str:
     """Markdown: each metric per system and condition (with its 95 % interval), and the primary
     metric's change relative to the first scored reference."""
-    conditions = _conditions(results, spec)
+    conditions = scored_conditions(results, spec)
     systems = results.get("systems", {})
     if not systems:
         return "No system has been scored yet.\n"
@@ -76,7 +77,7 @@ def results_table(results: dict, spec: ReportSpec) -> str:
     header = [f"{m.label} {c}" for m in metrics for c in conditions]
     header += [f"rel. {c} (%)" for c in conditions] if reference else []
     lines = ["| system | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
-    for name in _ordered(spec, systems):
+    for name in ordered_systems(spec, systems):
         cells = []
         for metric in metrics:
             values = systems[name].get(metric.name, {})
@@ -125,7 +126,7 @@ def paper_tables(results: dict, spec: ReportSpec, paper: dict) -> str:
     for reference, rows in paper["table"].items():
         conditions = [c for c in spec.conditions if any(c in r for r in rows.values())]
         ours = results.get("relative_to", {}).get(reference, {}).get(primary, {})
-        rows = {system: rows[system] for system in _ordered(spec, rows)}  # the recipe's order, not the config's
+        rows = {system: rows[system] for system in ordered_systems(spec, rows)}  # the recipe's order, not the config's
         out.append(
             f"Relative change (%) of {spec.primary.label.split(' (')[0]} against `{reference}`: this run "
             f"(its paired bootstrap 95 % interval) [the paper's]; p = bootstrap probability that the "
@@ -218,9 +219,9 @@ def _plot_training_curves(workdir: pathlib.Path, spec: ReportSpec, out: pathlib.
 def _plot_metric(results: dict, spec: ReportSpec, metric: Metric, out: pathlib.Path) -> str | None:
     """Bars per system and condition with the 95 % intervals as error bars."""
     plt = pyplot()
-    conditions = _conditions(results, spec)
+    conditions = scored_conditions(results, spec)
     systems = results.get("systems", {})
-    names = [n for n in _ordered(spec, systems) if systems[n].get(metric.name)]
+    names = [n for n in ordered_systems(spec, systems) if systems[n].get(metric.name)]
     if not names:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -1,0 +1,161 @@
+"""python -m tsasr.seeds: every network retrained per training seed on data made once, and the
+statistics over seeds (checked against scipy's t distribution and numpy in float64)."""
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ASR, ROOT, run_asr, tiny_config
+from scipy import stats
+
+from tsasr import pipeline, seeds
+from tsasr import workdir as wd
+from tsasr.evaluate import report as report_lib
+from tsasr.recipes.asr import REPORT
+from tsasr.run import load
+
+
+def _seed_config(seed: int):
+    return tiny_config(**{field: seed for field in seeds.network_seed_fields(tiny_config())})
+
+
+def _stages():
+    return ASR.stages(tiny_config())
+
+
+def test_every_network_of_each_recipe_gets_the_seed():
+    assert set(seeds.network_seed_fields(tiny_config())) == {
+        "teacher.train.seed",
+        "sequence.train.seed",
+        "student.train.seed",
+    }
+    overrides = seeds.seed_overrides(tiny_config(), 3)
+    assert sorted(overrides) == [f"--config.{f}.train.seed=3" for f in ("sequence", "student", "teacher")]
+    for experiment in ("tagging_iusp", "anomaly_dcase2020", "wakeword"):
+        path = ROOT / "experiments" / f"{experiment}.py"
+        config, _ = load(str(path), True, [])
+        fields = seeds.network_seed_fields(config)
+        assert fields, experiment
+        seeded, _ = load(str(path), True, seeds.seed_overrides(config, 2))
+        for field in fields:
+            node = seeded
+            for part in field.split("."):
+                node = node[part]
+            assert node == 2, (experiment, field)
+
+
+def test_a_seed_changes_the_networks_keys_and_no_data_stage_key():
+    stages = _stages()
+    base = pipeline.stage_keys(_seed_config(0), stages)
+    other = pipeline.stage_keys(_seed_config(1), stages)
+    same = {name for name in base if base[name] == other[name]}
+    assert {"corpus", "noise", "noisify", "align", "graph", "gmm", "oov"} <= same
+    assert not {"teacher_ce", "teacher_seq", "label", "student_ce", "student_seq", "decode_student_seq"} & same
+
+
+def test_a_seed_starts_from_hard_links_to_the_finished_data_and_reruns_none_of_it(tiny_run, tmp_path):
+    made, _ = tiny_run  # corpus, noise, noisify of the tiny run at seed 0
+    base, target = tmp_path / "run", tmp_path / "run" / seeds.SEEDS_DIR / "1"
+    shutil.copytree(made, base, ignore=shutil.ignore_patterns(*seeds.SEEDS_DIR, "decode", "records", "superseded"))
+    stages = _stages()
+    base_keys = pipeline.stage_keys(_seed_config(0), stages)
+    keys = pipeline.stage_keys(_seed_config(1), stages)
+    # A teacher finished at seed 0 (its marker and a file of its outputs): seed 1 trains its own.
+    wd.write_text(base / "teacher_ce" / "model.json", "{}")
+    wd.write_marker(base, "teacher_ce", base_keys["teacher_ce"], {})
+    finished = [s.name for s in stages if (wd.read_marker(base, s.name) or {}).get("key") == base_keys[s.name]]
+    assert {"corpus", "noise", "noisify", "teacher_ce"} <= set(finished)
+    shared = seeds.share_finished_stages(base, target, stages, base_keys, keys)
+    assert set(shared) == {name for name in finished if keys[name] == base_keys[name]}
+    assert "teacher_ce" not in shared and not (target / "teacher_ce").exists()
+    audio = next(p for p in (base / "noisy").rglob("*") if p.is_file())
+    assert os.stat(audio).st_ino == os.stat(target / audio.relative_to(base)).st_ino
+    report = run_asr(_seed_config(1), target, until="noisify")
+    assert {r["status"] for r in report.values()} == {"skipped"}
+    # Sharing again gives nothing: the target has every one of those stages now.
+    assert seeds.share_finished_stages(base, target, stages, base_keys, keys) == []
+
+
+def _results(wer: dict[str, dict[str, float]]) -> dict:
+    return {"systems": {system: {"wer": by_condition} for system, by_condition in wer.items()}}
+
+
+def test_the_statistics_over_seeds_are_the_t_distributions():
+    rng = np.random.default_rng(0)
+    teacher = rng.uniform(15, 25, size=(4, 3))
+    student = teacher * rng.uniform(0.8, 1.05, size=(4, 3))
+    conditions = ("clean", "noisy", "rerecorded")
+    results = {
+        seed: _results(
+            {
+                "teacher_seq": dict(zip(conditions, teacher[i])),
+                "student_seq": dict(zip(conditions, student[i])),
+                "gmm": dict(zip(conditions[:2], teacher[i] * 2)),  # not every condition: those are left out
+            }
+        )
+        for i, seed in enumerate((0, 3, 5, 9))
+    }
+    summary = seeds.summarise(results, REPORT)
+    assert summary["seeds"] == [0, 3, 5, 9]
+    wer = summary["metrics"]["wer"]
+    assert list(wer["values"]) == ["gmm", "teacher_seq", "student_seq"]  # the recipe's order
+    assert set(wer["values"]["gmm"]) == {"clean", "noisy"}
+    for j, condition in enumerate(conditions):
+        entry = wer["values"]["student_seq"][condition]
+        column = student[:, j]
+        assert entry["by_seed"] == pytest.approx(column.tolist())
+        assert entry["mean"] == pytest.approx(column.mean())
+        assert entry["sd"] == pytest.approx(np.sqrt(((column - column.mean()) ** 2).sum() / 3))
+        low, high = stats.t.interval(0.95, 3, loc=column.mean(), scale=stats.sem(column))
+        assert entry["ci95"] == pytest.approx([low, high])
+        change = 100 * (student[:, j] / teacher[:, j] - 1)
+        rel = wer["relative_to"]["teacher_seq"]["student_seq"][condition]
+        assert rel["by_seed"] == pytest.approx(change.tolist())
+        assert rel["ci95"] == pytest.approx(list(stats.t.interval(0.95, 3, loc=change.mean(), scale=stats.sem(change))))
+        assert rel["seeds_improving"] == int((change < 0).sum())
+        assert rel["change_of_means"] == pytest.approx(100 * (student[:, j].mean() / teacher[:, j].mean() - 1))
+    assert "teacher_ce" not in wer["relative_to"]  # a reference not scored has no rows
+
+
+def test_a_metric_where_higher_is_better_counts_rises_as_improvements():
+    spec = report_lib.ReportSpec(
+        metrics=(report_lib.Metric("auc", "AUC (%)", lower_is_better=False),), conditions=("dev",), references=("base",)
+    )
+    results = {
+        s: {"systems": {"base": {"auc": {"dev": 80.0}}, "new": {"auc": {"dev": 80.0 + d}}}}
+        for s, d in enumerate((1, 2, -1))
+    }
+    rel = seeds.summarise(results, spec)["metrics"]["auc"]["relative_to"]["base"]["new"]["dev"]
+    assert rel["seeds_improving"] == 2
+    one = seeds.summarise({0: results[0]}, spec)["metrics"]["auc"]["values"]["new"]["dev"]
+    assert one["sd"] is None and one["ci95"] is None  # no spread from one seed
+
+
+def test_the_report_shows_each_seed_and_the_papers_change(tmp_path):
+    results = {
+        seed: _results({"teacher_seq": {"clean": 20.0 + seed}, "student_seq": {"clean": 18.0 + seed}})
+        for seed in (0, 1)
+    }
+    for seed, content in results.items():
+        wd.write_json(seeds.seed_workdir(tmp_path, seed) / "results.json", content)
+    paper = {"table": {"teacher_seq": {"student_seq": {"clean": -10.1}}}}
+    text = seeds.write_seed_report(tmp_path, [0, 1], REPORT, paper)
+    assert "| student_seq | 18.5 ± 0.7 (18.0 / 19.0)" in text
+    assert "2/2 [-10.1]" in text
+    assert (tmp_path / "plots" / "seeds_wer.png").stat().st_size > 0
+    assert wd.read_json(tmp_path / "seeds.json")["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize("argv", [["x.py", "--seeds", "1", "1"], ["x.py", "--seeds", "-1"], ["x.py", "--bad"]])
+def test_bad_arguments_stop_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        seeds.parse_args(argv)
+    assert stop.value.code == 2
+
+
+def test_a_bucket_workdir_is_refused_before_any_work(tmp_path, capsys):
+    assert seeds.main([str(ROOT / "experiments" / "top20_T2.py"), "--workdir", "gs://bucket/run"]) == 2
+    assert "gcsfuse" in capsys.readouterr().err
+    assert not (pathlib.Path("gs:") / "bucket").exists()
