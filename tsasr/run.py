@@ -20,8 +20,9 @@ from tsasr import workdir as wd
 from tsasr.train import malloc, preemption
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m tsasr.run", description=__doc__.splitlines()[0])
+def experiment_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser of an experiment file and the options every command that runs one takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("experiment", help="experiment file with get_config(), e.g. experiments/top20_T2.py")
     parser.add_argument(
         "--workdir",
@@ -29,6 +30,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--tiny", action="store_true", help="shrink everything for a ~2 minute smoke run")
     parser.add_argument("--until", help="stop after this stage (the recipe's stages are listed on a wrong name)")
+    return parser
+
+
+def parse_known(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(options, the --config.a.b=value overrides); any other argument stops the parser."""
+    args, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if not a.startswith("--config.")]
+    if bad:
+        parser.error(
+            f"unrecognised arguments: {' '.join(bad)} (config overrides look like --config.section.field=value)"
+        )
+    return args, rest
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = experiment_parser("python -m tsasr.run", __doc__.splitlines()[0])
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -37,13 +54,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--coordinator", help="host:port of process 0, for explicit multi-process runs")
     parser.add_argument("--num_processes", type=int, default=1, help="with --coordinator: processes in all")
     parser.add_argument("--process_id", type=int, default=0, help="with --coordinator: this process's index")
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not a.startswith("--config.")]
-    if bad:
-        parser.error(
-            f"unrecognised arguments: {' '.join(bad)} (config overrides look like --config.section.field=value)"
-        )
-    return args, rest
+    return parse_known(parser, argv)
 
 
 def setup_logging(workdir: pathlib.Path) -> None:

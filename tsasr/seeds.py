@@ -281,18 +281,9 @@ def write_seed_report(workdir: pathlib.Path, seeds: list[int], spec, paper: dict
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m tsasr.seeds", description=__doc__.splitlines()[2])
-    parser.add_argument("experiment", help="experiment file with get_config(), e.g. experiments/top20_T2.py")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="training seeds (0: as configured)")
-    parser.add_argument("--workdir", help="seed 0's workdir (default runs/<experiment>); the others in its seeds/")
-    parser.add_argument("--tiny", action="store_true", help="shrink everything for a smoke run")
-    parser.add_argument("--until", help="stop every seed after this stage")
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not a.startswith("--config.")]
-    if bad:
-        parser.error(
-            f"unrecognised arguments: {' '.join(bad)} (config overrides look like --config.section.field=value)"
-        )
+    parser = run_lib.experiment_parser("python -m tsasr.seeds", __doc__.splitlines()[2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="training seeds (0: the run's)")
+    args, rest = run_lib.parse_known(parser, argv)
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         parser.error(f"--seeds must be distinct non-negative integers, got {args.seeds}")
     return args, rest
