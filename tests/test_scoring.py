@@ -56,3 +56,32 @@ def test_interval_agrees_with_kaldialigns_probability_and_narrows_with_the_test_
 def test_no_interval_when_the_reference_system_makes_no_error():
     refs, _, b = _test_set()
     assert scoring.relative_change_interval(refs, refs, b, replications=50) is None
+
+
+def test_over_seeds_each_draw_pools_the_drawn_seeds_on_the_drawn_utterances():
+    """seeded_relative_changes against each draw scored one by one with scoring.wer: the drawn
+    seeds' hypotheses of the drawn utterances pooled into one test set per system."""
+    runs = [_test_set(seed=0, b_substitutes=s) for s in (0.1, 0.3, 0.5)]  # the same refs; a and b per seed
+    refs, utts = runs[0][0], sorted(runs[0][0])
+    assert all(r[0] == refs for r in runs)
+    errors = [np.stack([scoring.utterance_errors(refs, run[k], utts) for run in runs]) for k in (1, 2)]
+    replications, seed = 200, 3
+    got = scoring.seeded_relative_changes(*errors, replications=replications, seed=seed, chunk=64)
+    rng, expected = np.random.default_rng(seed), []
+    for start in range(0, replications, 64):
+        draws = rng.integers(0, len(utts), (min(64, replications - start), len(utts)))
+        rows = rng.integers(0, len(runs), (len(draws), len(runs)))
+        for draw, seeds in zip(draws, rows):
+            keys = [(j, s, utts[i]) for j, s in enumerate(seeds) for i in draw]
+            pooled_refs = {f"{j}:{n}:{u}": refs[u] for n, (j, s, u) in enumerate(keys)}
+            wer_a, wer_b = (
+                scoring.wer(pooled_refs, {f"{j}:{n}:{u}": runs[s][k][u] for n, (j, s, u) in enumerate(keys)})["wer"]
+                for k in (1, 2)
+            )
+            expected.append(100.0 * (wer_b / wer_a - 1.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    # One seed: exactly relative_changes' draws.
+    one = scoring.seeded_relative_changes(errors[0][:1], errors[1][:1], replications=300, seed=7, chunk=128)
+    np.testing.assert_array_equal(
+        one, scoring.relative_changes(refs, runs[0][1], runs[0][2], replications=300, seed=7, chunk=128)
+    )

@@ -12,8 +12,10 @@ from scipy import stats
 
 from tsasr import pipeline, seeds
 from tsasr import workdir as wd
+from tsasr.decode import scoring
 from tsasr.evaluate import report as report_lib
-from tsasr.recipes.asr import REPORT
+from tsasr.evaluate import results as results_lib
+from tsasr.recipes.asr import RECIPE, REPORT
 from tsasr.run import load
 
 
@@ -159,3 +161,44 @@ def test_a_bucket_workdir_is_refused_before_any_work(tmp_path, capsys):
     assert seeds.main([str(ROOT / "experiments" / "top20_T2.py"), "--workdir", "gs://bucket/run"]) == 2
     assert "gcsfuse" in capsys.readouterr().err
     assert not (pathlib.Path("gs:") / "bucket").exists()
+
+
+def test_the_asr_recipes_utterance_errors_add_up_to_its_scored_errors(tiny_run):
+    workdir, config = tiny_run
+    run_asr(config, workdir, until="decode_teacher_ce")
+    scored = results_lib.read(workdir)["systems"]["teacher_ce"]["details"]
+    for condition in ("clean", "noisy", "rerecorded"):
+        errors = RECIPE.item_errors(workdir, "teacher_ce", condition)
+        assert (sum(errors.values()), len(errors)) == (scored[condition]["errors"], scored[condition]["utterances"])
+    with pytest.raises(FileNotFoundError, match="decode"):
+        RECIPE.item_errors(workdir, "no_such_system", "clean")
+
+
+def test_item_errors_bootstrap_each_change_over_seeds_and_items(caplog):
+    """A student that makes fewer errors on most utterances at every seed: p near 1 and an
+    interval below 0 around the change of the mean WERs; the same draws as scoring's."""
+    rng = np.random.default_rng(1)
+    words = rng.integers(3, 12, 60)
+    items = [f"u{i:02d}" for i in range(60)]
+    errors = {
+        seed: {
+            "teacher_seq": rng.binomial(words, 0.25).astype(float),
+            "student_seq": rng.binomial(words, 0.18).astype(float),
+        }
+        for seed in (0, 1, 2)
+    }
+    results = {
+        seed: _results({s: {"clean": 100 * e.sum() / words.sum()} for s, e in by_system.items()})
+        for seed, by_system in errors.items()
+    }
+    row = seeds.summarise(results, REPORT, lambda seed, system, c: dict(zip(items, errors[seed][system])), 2000)
+    row = row["metrics"]["wer"]["relative_to"]["teacher_seq"]["student_seq"]["clean"]
+    low, high = row["bootstrap_ci95"]
+    assert low < row["change_of_means"] < high < 0 and row["p_improves"] > 0.99
+    stacked = [np.stack([errors[s][name] for s in (0, 1, 2)]) for name in ("teacher_seq", "student_seq")]
+    draws = scoring.seeded_relative_changes(*stacked, replications=2000)
+    assert [low, high] == pytest.approx(np.percentile(draws, [2.5, 97.5]).tolist())
+    # A seed scored on other items: no bootstrap for that pair, and the log says why.
+    other = lambda seed, system, c: dict(zip(items if seed else items[::-1][:59], errors[seed][system]))  # noqa: E731
+    row = seeds.summarise(results, REPORT, other, 100)["metrics"]["wer"]["relative_to"]["teacher_seq"]["student_seq"]
+    assert "bootstrap_ci95" not in row["clean"] and "test items differ" in caplog.text

@@ -37,6 +37,10 @@ class Recipe:
     with_sweep: Callable[[ml_collections.ConfigDict, list], ml_collections.ConfigDict] | None = None
     # config -> one line per problem with the data it names, checked before any stage (optional)
     check: Callable[[ml_collections.ConfigDict], list[str]] | None = None
+    # (workdir, system, condition) -> {test item: errors}, where the primary metric is a ratio of
+    # sums whose denominator no system changes (WER: word errors over reference words); with it
+    # python -m tsasr.seeds bootstraps a change over training seeds and test items together (optional)
+    item_errors: Callable[[pathlib.Path, str, str], dict[str, float]] | None = None
 
 
 def load(name: str) -> Recipe:

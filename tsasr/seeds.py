@@ -34,6 +34,7 @@ import os
 import pathlib
 import shutil
 import sys
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np
@@ -119,11 +120,19 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
     return [float(values.mean() - half), float(values.mean() + half)]
 
 
-def summarise(results: dict[int, dict], spec: report_lib.ReportSpec) -> dict:
+def summarise(
+    results: dict[int, dict],
+    spec: report_lib.ReportSpec,
+    item_errors: Callable[[int, str, str], dict[str, float]] | None = None,
+    replications: int = 10000,
+) -> dict:
     """seeds.json's content from each seed's results.json ({seed: results}): per metric, system
     and condition the values by seed, mean, sd and t-interval; per reference the paired relative
-    changes (%) by seed, their mean, t-interval and the count of seeds improving. Systems and
-    conditions are those scored at every seed."""
+    changes (%) by seed, their mean, t-interval, the count of seeds improving and the change of
+    the mean values. With `item_errors` ((seed, system, condition) -> {test item: errors}, the
+    recipe's item_errors in each seed's workdir) the primary metric's changes also get a paired
+    bootstrap over seeds and test items together (tsasr.decode.scoring.seeded_relative_changes):
+    `bootstrap_ci95` and `p_improves`. Systems and conditions are those scored at every seed."""
     seeds = sorted(results)
     systems = report_lib.ordered_systems(spec, results[seeds[0]].get("systems", {}))
     systems = [s for s in systems if all(s in results[seed].get("systems", {}) for seed in seeds)]
@@ -149,6 +158,7 @@ def summarise(results: dict[int, dict], spec: report_lib.ReportSpec) -> dict:
             }
             for system, by_condition in table.items()
         }
+        errors_of = item_errors if metric is spec.primary else None
         relative = {}
         for reference in spec.references:
             if reference not in table:
@@ -164,16 +174,39 @@ def summarise(results: dict[int, dict], spec: report_lib.ReportSpec) -> dict:
                         continue
                     change = 100.0 * (vs / ref - 1.0)
                     better = change < 0 if metric.lower_is_better else change > 0
-                    rows[system][condition] = {
+                    row = rows[system][condition] = {
                         "by_seed": [float(c) for c in change],
                         "mean": float(change.mean()),
                         "ci95": t_interval(change),
                         "seeds_improving": int(better.sum()),
                         "change_of_means": float(100.0 * (vs.mean() / ref.mean() - 1.0)),
                     }
+                    if errors_of is not None:
+                        row.update(_bootstrap(errors_of, seeds, reference, system, condition, metric, replications))
             relative[reference] = rows
         out["metrics"][metric.name] = {"values": values, "relative_to": relative}
     return out
+
+
+def _bootstrap(errors_of, seeds, reference: str, system: str, condition: str, metric, replications: int) -> dict:
+    """{'bootstrap_ci95', 'p_improves'} of `system` against `reference` over seeds and test items,
+    or {} (logged) where the seeds' test items differ."""
+    from tsasr.decode import scoring  # loads kaldialign: only where a recipe gives item errors
+
+    per_seed = [(errors_of(seed, reference, condition), errors_of(seed, system, condition)) for seed in seeds]
+    items = sorted(per_seed[0][0])
+    if any(sorted(a) != items or sorted(b) != items for a, b in per_seed):
+        log.warning("%s against %s on %s: the seeds' test items differ; no bootstrap", system, reference, condition)
+        return {}
+    errors = [np.array([[pair[k][i] for i in items] for pair in per_seed]) for k in (0, 1)]
+    changes = scoring.seeded_relative_changes(*errors, replications=replications)
+    if changes is None:
+        return {}
+    better = changes < 0 if metric.lower_is_better else changes > 0
+    return {
+        "bootstrap_ci95": [float(x) for x in np.percentile(changes, [2.5, 97.5])],
+        "p_improves": float(better.mean()),
+    }
 
 
 def _cell(entry: dict, digits: int) -> str:
@@ -183,8 +216,9 @@ def _cell(entry: dict, digits: int) -> str:
 
 def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | None = None) -> str:
     """seeds.md: per metric the mean ± sd table with every seed's value, and per reference the
-    mean paired change with its t-interval, the seeds improving and (where the experiment
-    declares the paper's table) the paper's change."""
+    paired change (with the bootstrap over seeds and test items where the summary has it, else
+    the mean of the seeds' changes with its t-interval), the seeds improving and (where the
+    experiment declares the paper's table) the paper's change."""
     seeds, n = summary["seeds"], len(summary["seeds"])
     table = (paper or {}).get("table", {})
     out = [f"# Training seeds {', '.join(map(str, seeds))}\n"]
@@ -213,9 +247,17 @@ def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | Non
             out.append(f"| {system} | " + " | ".join(cells) + " |")
         out.append("")
         for reference, rows in part["relative_to"].items():
+            boot = any("bootstrap_ci95" in e for by_condition in rows.values() for e in by_condition.values())
+            how = (
+                "the change of the mean over seeds (paired bootstrap 95 % interval over seeds and test items), "
+                "p = the bootstrap's probability that the system improves"
+                if boot
+                else "the mean of the seeds' changes (95 % t-interval)"
+            )
+            paper_note = " [the paper's]" if reference in table else ""
             out.append(
-                f"Relative change (%) against `{reference}` of the same seed: mean over seeds (95 % t-interval), "
-                f"seeds improving of {n}" + (" [the paper's]" if reference in table else "") + ".\n"
+                f"Relative change (%) against `{reference}` of the same seed: {how}; "
+                f"seeds improving of {n}{paper_note}.\n"
             )
             out.append("| system | " + " | ".join(conditions) + " |")
             out.append("|---|" + "---:|" * len(conditions))
@@ -226,11 +268,15 @@ def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | Non
                     if entry is None:
                         cells.append("–")
                         continue
-                    ci = entry["ci95"]
-                    interval = f" ({ci[0]:+.1f}, {ci[1]:+.1f})" if ci else ""
                     theirs = table.get(reference, {}).get(system, {}).get(c)
                     paper_cell = f" [{theirs:+.1f}]" if theirs is not None else ""
-                    cells.append(f"{entry['mean']:+.1f}{interval}, {entry['seeds_improving']}/{n}{paper_cell}")
+                    if boot and "bootstrap_ci95" in entry:
+                        low, high = entry["bootstrap_ci95"]
+                        head = f"{entry['change_of_means']:+.1f} ({low:+.1f}, {high:+.1f}), p {entry['p_improves']:.2f}"
+                    else:
+                        ci = entry["ci95"]
+                        head = f"{entry['mean']:+.1f}" + (f" ({ci[0]:+.1f}, {ci[1]:+.1f})" if ci else "")
+                    cells.append(f"{head}, {entry['seeds_improving']}/{n}{paper_cell}")
                 out.append(f"| {system} | " + " | ".join(cells) + " |")
             out.append("")
     return "\n".join(out)
@@ -269,10 +315,14 @@ def plot_seeds(summary: dict, spec: report_lib.ReportSpec, out: pathlib.Path) ->
     return made
 
 
-def write_seed_report(workdir: pathlib.Path, seeds: list[int], spec, paper: dict | None) -> str:
-    """seeds.json, seeds.md and plots/seeds_*.png of the seeds' workdirs under `workdir`."""
+def write_seed_report(workdir: pathlib.Path, seeds: list[int], spec, paper: dict | None, item_errors=None) -> str:
+    """seeds.json, seeds.md and plots/seeds_*.png of the seeds' workdirs under `workdir`;
+    `item_errors`: the recipe's (workdir, system, condition) -> {test item: errors}, if it has one."""
     results = {s: results_lib.read(seed_workdir(workdir, s)) for s in seeds}
-    summary = summarise(results, spec)
+    errors_of = None
+    if item_errors is not None:
+        errors_of = lambda seed, system, condition: item_errors(seed_workdir(workdir, seed), system, condition)  # noqa: E731
+    summary = summarise(results, spec, errors_of)
     wd.write_json(workdir / "seeds.json", summary)
     text = seeds_markdown(summary, spec, paper)
     wd.write_text(workdir / "seeds.md", text)
@@ -330,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("seed %d: python -m tsasr.run exited with %d; run the same command again to resume", seed, code)
             return code
     paper = config.get("paper")
-    text = write_seed_report(workdir, sorted(args.seeds), recipe.report, paper.to_dict() if paper else None)
+    text = write_seed_report(
+        workdir, sorted(args.seeds), recipe.report, paper.to_dict() if paper else None, recipe.item_errors
+    )
     print(f"\nseeds ({workdir / 'seeds.md'}):\n{text}")
     return 0
 

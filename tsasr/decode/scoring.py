@@ -77,14 +77,36 @@ def relative_changes(
     makes no error has no ratio and is left out). None when system a makes no error at all.
     Memory: `chunk` draws at a time, whatever the test set."""
     utts = sorted(ref)
-    errors = np.stack([utterance_errors(ref, hyp, utts) for hyp in (hyp_a, hyp_b)])
-    if not utts or errors[0].sum() == 0:
+    errors = [utterance_errors(ref, hyp, utts)[None] for hyp in (hyp_a, hyp_b)]
+    return seeded_relative_changes(*errors, replications=replications, seed=seed, chunk=chunk)
+
+
+def seeded_relative_changes(
+    errors_a: np.ndarray, errors_b: np.ndarray, replications: int = 10000, seed: int = 0, chunk: int = 1000
+) -> np.ndarray | None:
+    """relative_changes over training seeds as well as utterances: errors_a, errors_b are
+    [seeds, utterances] word errors of two systems (row s: both trained at seed s, the same
+    utterances in the same order). Each draw takes the utterances with replacement and, with
+    more than one seed, the seeds with replacement; a system's WER on a draw pools its errors
+    over the drawn seeds and utterances (the reference words, the same for both, cancel in the
+    ratio). With one seed the draws are relative_changes' exactly. None when a makes no error."""
+    errors_a, errors_b = (np.asarray(e, np.float64) for e in (errors_a, errors_b))
+    if errors_a.shape != errors_b.shape or errors_a.ndim != 2:
+        raise ValueError(
+            f"errors of both systems must be [seeds, utterances] alike: {errors_a.shape}, {errors_b.shape}"
+        )
+    seeds, utts = errors_a.shape
+    if not utts or errors_a.sum() == 0:
         return None
     rng = np.random.default_rng(seed)
     changes = []
     for start in range(0, replications, chunk):
-        draws = rng.integers(0, len(utts), (min(chunk, replications - start), len(utts)))
-        a, b = errors[0][draws].sum(axis=1), errors[1][draws].sum(axis=1)
+        draws = rng.integers(0, utts, (min(chunk, replications - start), utts))
+        if seeds == 1:
+            a, b = errors_a[0][draws].sum(axis=1), errors_b[0][draws].sum(axis=1)
+        else:
+            rows = rng.integers(0, seeds, (len(draws), seeds))[:, :, None]
+            a, b = (e[rows, draws[:, None, :]].sum(axis=(1, 2)) for e in (errors_a, errors_b))
         changes.append(100.0 * (b[a > 0] / a[a > 0] - 1.0))
     return np.concatenate(changes)
 

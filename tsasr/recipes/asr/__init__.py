@@ -7,6 +7,8 @@ sequence-trained (LF-MMI); every system is decoded with a WFST and scored by WER
 clean, noisy and re-recorded test conditions. Stages: tsasr.recipes.asr.stages.
 """
 
+import importlib
+
 from tsasr.data import layout
 from tsasr.evaluate.report import Metric, ReportSpec
 from tsasr.recipe import Recipe
@@ -38,6 +40,13 @@ REPORT = ReportSpec(
     extra_sections=("sweep_k_T.md",),
 )
 
+
+def _utterance_errors(workdir, system: str, condition: str) -> dict[str, float]:
+    """tsasr.recipes.asr.evaluate.utterance_errors, imported when called: loading the recipe
+    loads no Kaldi wheel."""
+    return importlib.import_module("tsasr.recipes.asr.evaluate").utterance_errors(workdir, system, condition)
+
+
 RECIPE = Recipe(
     name="asr",
     base_config=base_config,
@@ -46,6 +55,7 @@ RECIPE = Recipe(
     report=REPORT,
     with_sweep=with_grid,
     check=checks.problems,
+    item_errors=_utterance_errors,
 )
 
 __all__ = ["RECIPE", "REPORT", "base_config", "tiny"]

@@ -68,6 +68,19 @@ def test_sets(workdir: pathlib.Path, conditions) -> dict[str, tuple[pathlib.Path
     return out
 
 
+def utterance_errors(workdir: pathlib.Path, system: str, condition: str) -> dict[str, float]:
+    """{utterance: word errors} of a decoded system on a test condition (WORKDIR/decode/<system>/
+    <condition>.json against the condition's transcripts; a missing hypothesis counts as empty).
+    FileNotFoundError names a condition without transcripts or a system not decoded on it."""
+    sets = test_sets(workdir, (condition,))
+    if condition not in sets:
+        raise FileNotFoundError(f"{pathlib.Path(workdir) / layout.condition(condition)}: no {condition} test set")
+    refs = {r["id"]: r["text"].split() for r in sets[condition][1]}
+    hyps = json.loads((pathlib.Path(workdir) / layout.decoded(system) / f"{condition}.json").read_text())
+    utts = sorted(refs)
+    return dict(zip(utts, scoring.utterance_errors(refs, hyps, utts).tolist()))
+
+
 SPECIAL_WORDS = ("<eps>", "<unk>", "#0", "<s>", "</s>")
 OOV_WARNING_PERCENT = 2.0  # above this share of test tokens outside the vocabulary, the log warns
 
