@@ -209,9 +209,20 @@ def _bootstrap(errors_of, seeds, reference: str, system: str, condition: str, me
     }
 
 
-def _cell(entry: dict, digits: int) -> str:
-    sd = "" if entry["sd"] is None else f" ± {entry['sd']:.{digits}f}"
-    return f"{entry['mean']:.{digits}f}{sd}"
+def _table(conditions: list[str], rows: dict[str, dict], cell: Callable[[str, str, dict], str]) -> list[str]:
+    """Markdown lines: a system per row, a condition per column, `cell(system, condition, entry)`
+    where the row has the condition, else a dash."""
+    lines = ["| system | " + " | ".join(conditions) + " |", "|---|" + "---:|" * len(conditions)]
+    for system, by_condition in rows.items():
+        cells = [cell(system, c, by_condition[c]) if c in by_condition else "–" for c in conditions]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _value_cell(system: str, condition: str, entry: dict) -> str:
+    """'mean ± sd (each seed's value)'."""
+    sd = "" if entry["sd"] is None else f" ± {entry['sd']:.1f}"
+    return f"{entry['mean']:.1f}{sd} (" + " / ".join(f"{v:.1f}" for v in entry["by_seed"]) + ")"
 
 
 def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | None = None) -> str:
@@ -223,62 +234,40 @@ def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | Non
     table = (paper or {}).get("table", {})
     out = [f"# Training seeds {', '.join(map(str, seeds))}\n"]
     out.append(
-        f"Every network retrained at each of {n} training seeds on the same data (python -m tsasr.seeds). "
-        "Mean ± sample standard deviation over seeds, then each seed's value; intervals are 95 % Student-t "
-        "intervals over seeds, on this test set (each seed's results.md has the intervals over utterances).\n"
+        f"Every network retrained at each of {n} training seeds on the same data (python -m tsasr.seeds): "
+        "mean ± sample standard deviation over seeds, then each seed's value.\n"
     )
     for metric in spec.metrics:
         part = summary["metrics"].get(metric.name)
         if not part or not part["values"]:
             continue
         conditions = list(next(iter(part["values"].values())))
-        out.append(f"## {metric.label}\n")
-        out.append("| system | " + " | ".join(conditions) + " |")
-        out.append("|---|" + "---:|" * len(conditions))
-        for system, row in part["values"].items():
-            cells = []
-            for c in conditions:
-                entry = row.get(c)
-                if entry is None:
-                    cells.append("–")
-                    continue
-                each = " / ".join(f"{v:.1f}" for v in entry["by_seed"])
-                cells.append(f"{_cell(entry, 1)} ({each})")
-            out.append(f"| {system} | " + " | ".join(cells) + " |")
-        out.append("")
+        out += [f"## {metric.label}\n", *_table(conditions, part["values"], _value_cell)]
         for reference, rows in part["relative_to"].items():
             boot = any("bootstrap_ci95" in e for by_condition in rows.values() for e in by_condition.values())
             how = (
                 "the change of the mean over seeds (paired bootstrap 95 % interval over seeds and test items), "
                 "p = the bootstrap's probability that the system improves"
                 if boot
-                else "the mean of the seeds' changes (95 % t-interval)"
+                else "the mean of the seeds' changes (95 % t-interval over seeds)"
             )
-            paper_note = " [the paper's]" if reference in table else ""
+
+            def change_cell(system: str, condition: str, entry: dict) -> str:
+                theirs = table.get(reference, {}).get(system, {}).get(condition)
+                if "bootstrap_ci95" in entry:
+                    low, high = entry["bootstrap_ci95"]
+                    head = f"{entry['change_of_means']:+.1f} ({low:+.1f}, {high:+.1f}), p {entry['p_improves']:.2f}"
+                else:
+                    ci = entry["ci95"]
+                    head = f"{entry['mean']:+.1f}" + (f" ({ci[0]:+.1f}, {ci[1]:+.1f})" if ci else "")
+                return f"{head}, {entry['seeds_improving']}/{n}" + (f" [{theirs:+.1f}]" if theirs is not None else "")
+
             out.append(
-                f"Relative change (%) against `{reference}` of the same seed: {how}; "
-                f"seeds improving of {n}{paper_note}.\n"
+                f"Relative change (%) against `{reference}` of the same seed: {how}; seeds improving of {n}"
+                + (" [the paper's]" if reference in table else "")
+                + ".\n"
             )
-            out.append("| system | " + " | ".join(conditions) + " |")
-            out.append("|---|" + "---:|" * len(conditions))
-            for system, by_condition in rows.items():
-                cells = []
-                for c in conditions:
-                    entry = by_condition.get(c)
-                    if entry is None:
-                        cells.append("–")
-                        continue
-                    theirs = table.get(reference, {}).get(system, {}).get(c)
-                    paper_cell = f" [{theirs:+.1f}]" if theirs is not None else ""
-                    if boot and "bootstrap_ci95" in entry:
-                        low, high = entry["bootstrap_ci95"]
-                        head = f"{entry['change_of_means']:+.1f} ({low:+.1f}, {high:+.1f}), p {entry['p_improves']:.2f}"
-                    else:
-                        ci = entry["ci95"]
-                        head = f"{entry['mean']:+.1f}" + (f" ({ci[0]:+.1f}, {ci[1]:+.1f})" if ci else "")
-                    cells.append(f"{head}, {entry['seeds_improving']}/{n}{paper_cell}")
-                out.append(f"| {system} | " + " | ".join(cells) + " |")
-            out.append("")
+            out += _table(conditions, rows, change_cell)
     return "\n".join(out)
 
 
