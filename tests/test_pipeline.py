@@ -265,3 +265,40 @@ def test_a_stage_of_process_0_alone_is_not_split(tmp_path, monkeypatch):
     assert sorted(seen["shared"]) == [(0, 2), (1, 2)]
     assert names[0] == names[1]
     assert not any("alone" in name for name in names[0] if name.startswith("parallel"))
+
+
+def test_a_field_added_at_its_neutral_value_keeps_every_key():
+    """A section that gains a field changes the keys of every stage reading it (and so retrains
+    them) unless the stage declares the field neutral at the value that reproduces it."""
+    import dataclasses
+
+    config = tiny_config()
+    before = pipeline.stage_keys(config, ASR.stages(config))
+
+    def grown(value, neutral=True):
+        changed = tiny_config()
+        with changed.unlocked():
+            changed.teacher.new_option = value  # read by the teachers' and multi-condition stages
+            changed.decode.new_option = value  # read by every evaluation stage
+        stages = ASR.stages(changed)
+        if neutral:
+            declared = (("teacher.new_option", "off"), ("decode.new_option", "off"))
+            stages = tuple(dataclasses.replace(s, neutral=declared) for s in stages)
+        return pipeline.stage_keys(changed, stages)
+
+    assert grown("off") == before
+    on = grown("on")
+    assert on["teacher_ce"] != before["teacher_ce"] and on["student_seq"] != before["student_seq"]
+    assert on["gmm"] != before["gmm"] and on["corpus"] == before["corpus"]
+    # A stage that names the new field itself (not its section) keys it the same way.
+    stage = pipeline.Stage("s", lambda c, w: {}, ("seed",))
+    named = dataclasses.replace(
+        stage, config_keys=("seed", "teacher.new_option"), neutral=(("teacher.new_option", "off"),)
+    )
+    key = pipeline.stage_keys(config, (stage,))["s"]
+    config_off, config_on = (tiny_config() for _ in range(2))
+    for c, value in ((config_off, "off"), (config_on, "on")):
+        with c.unlocked():
+            c.teacher.new_option = value
+    assert pipeline.stage_keys(config_off, (named,))["s"] == key != pipeline.stage_keys(config_on, (named,))["s"]
+    assert grown("off", neutral=False)["teacher_ce"] != before["teacher_ce"]  # the problem it solves

@@ -50,6 +50,10 @@ class Stage:
     # config -> fingerprints of the user data the stage reads (tsasr.data.fingerprint): part of
     # its key, so editing a manifest, an audio file or a noise directory reruns the stage.
     inputs: Callable[[ml_collections.ConfigDict], dict] | None = None
+    # (dotted field, value) pairs: fields added to the config after the stage's outputs could
+    # exist, each with the value that reproduces what the stage did before it had the field. A
+    # field at that value stays out of the key, so adding it retrains and remakes nothing.
+    neutral: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -113,11 +117,28 @@ def share(count: int) -> range:
     return range(index, count, total)
 
 
-def _select(config: ml_collections.ConfigDict, dotted: str):
+def _select(config: ml_collections.ConfigDict, dotted: str, neutral: tuple[tuple[str, object], ...] = ()):
+    """The config's value at `dotted` (a section as a dict), without the `neutral` fields under
+    it that hold their neutral value."""
     node = config
     for part in dotted.split("."):
         node = node[part]
-    return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+    value = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+    for field, default in neutral:
+        if not field.startswith(dotted + "."):
+            continue
+        *parents, name = field[len(dotted) + 1 :].split(".")
+        section = value
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict) and name in section and section[name] == default:
+            del section[name]
+    return value
+
+
+def _neutral_here(config: ml_collections.ConfigDict, dotted: str, neutral) -> bool:
+    """Whether the field `dotted`, keyed on its own, is one of `neutral` at its neutral value."""
+    return any(field == dotted and _select(config, dotted) == default for field, default in neutral)
 
 
 def check_stages(stages) -> None:
@@ -139,7 +160,11 @@ def stage_keys(config: ml_collections.ConfigDict, stages) -> dict[str, str]:
     keys: dict[str, str] = {}
     for stage in stages:
         record = {
-            "config": {k: _select(config, k) for k in stage.config_keys},
+            "config": {
+                k: _select(config, k, stage.neutral)
+                for k in stage.config_keys
+                if not _neutral_here(config, k, stage.neutral)
+            },
             "deps": {d: keys[d] for d in stage.deps},
             "version": stage.version,
         }
