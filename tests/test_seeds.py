@@ -4,6 +4,8 @@ statistics over seeds (checked against scipy's t distribution and numpy in float
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -202,3 +204,18 @@ def test_item_errors_bootstrap_each_change_over_seeds_and_items(caplog):
     other = lambda seed, system, c: dict(zip(items if seed else items[::-1][:59], errors[seed][system]))  # noqa: E731
     row = seeds.summarise(results, REPORT, other, 100)["metrics"]["wer"]["relative_to"]["teacher_seq"]["student_seq"]
     assert "bootstrap_ci95" not in row["clean"] and "test items differ" in caplog.text
+
+
+def test_the_command_runs_every_seed_and_resumes(tmp_path):
+    """python -m tsasr.seeds end to end (up to the noisy data, so no network trains): seed 0 in
+    the workdir, seed 2 in seeds/2/ from links to it, the report; a second call reruns nothing."""
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "tsasr.seeds", str(ROOT / "experiments" / "top20_T2.py"), "--tiny"]
+    command += ["--seeds", "0", "2", "--until", "noisify", "--workdir", str(workdir)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "seed 2: corpus, noise, noisify shared" in first.stderr
+    assert wd.read_marker(workdir / "seeds" / "2", "noisify")["key"] == wd.read_marker(workdir, "noisify")["key"]
+    assert wd.read_json(workdir / "seeds.json")["seeds"] == [0, 2]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0 and " running" not in again.stderr and "shared" not in again.stderr
