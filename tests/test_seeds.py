@@ -219,3 +219,17 @@ def test_the_command_runs_every_seed_and_resumes(tmp_path):
     assert wd.read_json(workdir / "seeds.json")["seeds"] == [0, 2]
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0 and " running" not in again.stderr and "shared" not in again.stderr
+
+
+def test_a_seeds_model_of_another_key_is_moved_aside_not_lost(tmp_path):
+    """Sharing a stage that the seed's workdir holds under another key clears it as the runner
+    does: the old model goes to superseded/, the shared one is linked in its place."""
+    stage = pipeline.Stage("train_x", lambda c, w: {}, ("seed",), outputs=("model",), kind="train")
+    base, target = tmp_path / "base", tmp_path / "target"
+    for workdir, key, text in ((base, "k1", "new"), (target, "k0", "old")):
+        wd.write_text(workdir / "model" / "weights", text)
+        wd.write_marker(workdir, "train_x", key, {})
+    assert seeds.share_finished_stages(base, target, (stage,), {"train_x": "k1"}, {"train_x": "k1"}) == ["train_x"]
+    assert (target / "model" / "weights").read_text() == "new"
+    assert (target / pipeline.SUPERSEDED / "model.k0" / "weights").read_text() == "old"
+    assert wd.read_marker(target, "train_x")["key"] == "k1"

@@ -191,8 +191,9 @@ def prune_results(config: ml_collections.ConfigDict, workdir: pathlib.Path, stag
         log.info("results.json: removed %s, not produced by this experiment as configured", ", ".join(removed))
 
 
-def _start_clean(stage: Stage, workdir: pathlib.Path, old_key: str | None) -> None:
-    """Clears a stage's outputs of another key: a training stage's move aside, others go."""
+def start_clean(stage: Stage, workdir: pathlib.Path, old_key: str | None) -> None:
+    """Clears a stage's outputs of another key (`old_key`, None if unknown): a training stage's
+    move aside to WORKDIR/superseded/, others go, and its systems' rows leave results.json."""
     for sub in stage.outputs:
         path = workdir / sub
         if not path.exists():
@@ -240,7 +241,7 @@ def run_stages(
             if started is None or started.get("key") != key:
                 # Outputs from another key (or an unknown one) are stale: start clean.
                 if index == 0:
-                    _start_clean(stage, workdir, (marker or started or {}).get("key"))
+                    start_clean(stage, workdir, (marker or started or {}).get("key"))
                 if count > 1 and stage.all_processes:
                     _barrier(f"stage {stage.name}: clean")
                 if index == 0:

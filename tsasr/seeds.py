@@ -82,26 +82,28 @@ def _link_or_copy(source: str, target: str) -> None:
 
 def share_finished_stages(base: pathlib.Path, target: pathlib.Path, stages, base_keys: dict, keys: dict) -> list[str]:
     """Gives `target` every stage that `base` finished under the key it has in `target`'s
-    config (its outputs, hard-linked, and its marker), unless `target` has the stage in any
-    state; and `base`'s results.json, whose rows of stages not shared are pruned at the end of
-    the run. Returns the names of the stages given."""
+    config (its outputs, hard-linked, and its marker), unless `target` has it finished under
+    that key or is running it (a `.started` marker: that run resumes). What `target` holds of
+    the stage under another key is cleared first as the runner clears it (a model is moved to
+    superseded/, never deleted). `base`'s results.json comes too where `target` has none; the
+    runner prunes its rows of stages not shared at the end of the run. Returns the stages given."""
     shared = []
     for stage in stages:
-        marker = wd.read_marker(base, stage.name)
-        if keys[stage.name] != base_keys[stage.name] or not marker or marker.get("key") != keys[stage.name]:
+        key, marker = keys[stage.name], wd.read_marker(base, stage.name)
+        if key != base_keys[stage.name] or not marker or marker.get("key") != key:
             continue
-        if wd.read_marker(target, stage.name) or wd.read_marker(target, f"{stage.name}.started"):
+        mine = wd.read_marker(target, stage.name)
+        if (mine and mine.get("key") == key) or wd.read_marker(target, f"{stage.name}.started"):
             continue
+        pipeline.start_clean(stage, target, (mine or {}).get("key"))
         for output in stage.outputs:
             source, destination = base / output, target / output
-            if destination.exists():
-                wd.rmtree(destination)  # a stage without a marker: unfinished, so stale
             if source.is_dir():
                 shutil.copytree(source, destination, copy_function=_link_or_copy)
             elif source.exists():
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(source, destination)
-        wd.write_marker(target, stage.name, marker["key"], marker["summary"])
+        wd.write_marker(target, stage.name, key, marker["summary"])
         shared.append(stage.name)
     results = base / results_lib.FILE
     if shared and results.exists() and not (target / results_lib.FILE).exists():
