@@ -21,7 +21,10 @@ utterance lengths. The issue's target is <= 1.15 on the 2-core CPU. `onthefly_no
 is the same ratio of this process's CPU seconds, which other jobs' load disturbs less.
 `onthefly_mixing_overhead_vs_audio` divides by the step on the stored noisy copy and the clean
 audio as 16-bit PCM with their LFBE in the step (the streamed input's design): what the mixing
-adds when the features are on the device either way. Prints one JSON object.
+adds when the features are on the device either way. Like `python -m tsasr.run`, it first sets
+glibc's malloc to reuse freed memory (tsasr.train.malloc; `malloc_tuned`): without it every step
+faults in its buffers anew (all three steps about 10 % slower on 2 cores, the ratios within
+0.015). Prints one JSON object.
 
     python bench/input_pipeline.py [--hours 0.25] [--batches 300] [--timed-steps 7] [--only loader|onthefly]
 """
@@ -39,6 +42,7 @@ import soundfile
 
 from tsasr.data import loader as loader_lib
 from tsasr.data import records
+from tsasr.train import malloc
 
 TOP_K = 20
 
@@ -195,6 +199,7 @@ def onthefly_overhead(directory: str, hours: float, batch_size: int, timed_steps
 
 
 def main() -> None:
+    tuned = malloc.tune()  # as tsasr.run does, before JAX starts its threads
     parser = argparse.ArgumentParser()
     parser.add_argument("--hours", type=float, default=0.25, help="audio in the temporary records")
     parser.add_argument("--batches", type=int, default=300, help="timed batches (after 20 of warm-up)")
@@ -207,7 +212,9 @@ def main() -> None:
         if args.only == "onthefly":  # the student steps alone: no records, no loader keys
             overhead = onthefly_overhead(tmp, args.hours, args.batch_size, args.timed_steps)
             load = round(os.getloadavg()[0], 2)
-            print(json.dumps({"cpu_count": os.cpu_count(), **overhead, "load_average_1min": load}))
+            print(
+                json.dumps({"cpu_count": os.cpu_count(), **overhead, "malloc_tuned": tuned, "load_average_1min": load})
+            )
             return
         start = time.perf_counter()
         index = records.write_split(tmp, examples(args.hours), num_shards=4)
@@ -246,6 +253,7 @@ def main() -> None:
                 "write_x_realtime": round(index["hours"] * 3600 / write_seconds, 1),
                 "cpu_count": os.cpu_count(),
                 **overhead,
+                "malloc_tuned": tuned,
                 "load_average_1min": round(os.getloadavg()[0], 2),
             }
         )
