@@ -29,6 +29,7 @@ finished stage of every seed is skipped).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import pathlib
@@ -311,8 +312,12 @@ def write_seed_report(workdir: pathlib.Path, seeds: list[int], spec, paper: dict
     `item_errors`: the recipe's (workdir, system, condition) -> {test item: errors}, if it has one."""
     results = {s: results_lib.read(seed_workdir(workdir, s)) for s in seeds}
     errors_of = None
-    if item_errors is not None:
-        errors_of = lambda seed, system, condition: item_errors(seed_workdir(workdir, seed), system, condition)  # noqa: E731
+    if item_errors is not None:  # each (seed, system, condition) scored once, though it meets several references
+
+        @functools.cache
+        def errors_of(seed: int, system: str, condition: str) -> dict[str, float]:
+            return item_errors(seed_workdir(workdir, seed), system, condition)
+
     summary = summarise(results, spec, errors_of)
     wd.write_json(workdir / "seeds.json", summary)
     text = seeds_markdown(summary, spec, paper)
