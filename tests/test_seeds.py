@@ -146,7 +146,7 @@ def test_the_report_shows_each_seed_and_the_papers_change(tmp_path):
         wd.write_json(seeds.seed_workdir(tmp_path, seed) / "results.json", content)
     paper = {"table": {"teacher_seq": {"student_seq": {"clean": -10.1}}}}
     text = seeds.write_seed_report(tmp_path, [0, 1], REPORT, paper)
-    assert "| student_seq | 18.5 ± 0.7 (18.0 / 19.0)" in text
+    assert "| student_seq | 18.50 ± 0.71 (18.00 / 19.00)" in text  # WER to its 2 digits
     assert "2/2 [-10.1]" in text
     assert (tmp_path / "plots" / "seeds_wer.png").stat().st_size > 0
     assert wd.read_json(tmp_path / "seeds.json")["seeds"] == [0, 1]

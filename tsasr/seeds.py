@@ -222,10 +222,10 @@ def _table(conditions: list[str], rows: dict[str, dict], cell: Callable[[str, st
     return lines + [""]
 
 
-def _value_cell(system: str, condition: str, entry: dict) -> str:
-    """'mean ± sd (each seed's value)'."""
-    sd = "" if entry["sd"] is None else f" ± {entry['sd']:.1f}"
-    return f"{entry['mean']:.1f}{sd} (" + " / ".join(f"{v:.1f}" for v in entry["by_seed"]) + ")"
+def _value_cell(digits: int, system: str, condition: str, entry: dict) -> str:
+    """'mean ± sd (each seed's value)', to the metric's `digits`."""
+    sd = "" if entry["sd"] is None else f" ± {entry['sd']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f}{sd} (" + " / ".join(f"{v:.{digits}f}" for v in entry["by_seed"]) + ")"
 
 
 def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | None = None) -> str:
@@ -245,7 +245,10 @@ def seeds_markdown(summary: dict, spec: report_lib.ReportSpec, paper: dict | Non
         if not part or not part["values"]:
             continue
         conditions = list(next(iter(part["values"].values())))
-        out += [f"## {metric.label}\n", *_table(conditions, part["values"], _value_cell)]
+        out += [
+            f"## {metric.label}\n",
+            *_table(conditions, part["values"], functools.partial(_value_cell, metric.digits)),
+        ]
         for reference, rows in part["relative_to"].items():
             boot = any("bootstrap_ci95" in e for by_condition in rows.values() for e in by_condition.values())
             how = (
