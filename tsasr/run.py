@@ -57,6 +57,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parse_known(parser, argv)
 
 
+def default_workdir(config, tiny: bool) -> pathlib.Path:
+    """runs/<experiment name>, with _tiny for a --tiny run: where a run goes without --workdir."""
+    return pathlib.Path("runs") / (config.name + ("_tiny" if tiny else ""))
+
+
 def setup_logging(workdir: pathlib.Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:  # before any work: every problem at once, one line each
         print("\n".join(f"error: {problem}" for problem in problems), file=sys.stderr)
         return 2
-    workdir = workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else ""))
+    workdir = workdir or default_workdir(config, args.tiny)
     if config.get("workers", 1) <= 0:
         with config.unlocked():
             config.workers = parallel.default_workers()

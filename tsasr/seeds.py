@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if not network_seed_fields(config):
         print(f"error: {args.experiment}: no network of recipe {recipe.name!r} has a train.seed", file=sys.stderr)
         return 2
-    workdir = workdir or pathlib.Path("runs") / (config.name + ("_tiny" if args.tiny else ""))
+    workdir = workdir or run_lib.default_workdir(config, args.tiny)
     passthrough = [
         args.experiment,
         *(["--tiny"] if args.tiny else []),
