@@ -55,6 +55,11 @@ def _decode(system: str, reference: str | None, deps: tuple[str, ...]) -> Stage:
 
 _ASR = "tsasr.recipes.asr"
 SEQUENCE_KEYS = ("seed", "sequence", "decode.prior_floor")
+# The student's regulariser towards its teacher's soft labels: the stages without a teacher's
+# labels (teacher_seq, multicondition_seq) do not read it, and a student_seq trained before the
+# field existed (LF-MMI alone) keeps its key at 0.
+NO_TEACHER_LABELS = {"ignores": ("sequence.kd_regularize",)}
+STUDENT_KD = {"neutral": (("sequence.kd_regularize", 0.0),)}
 
 
 def _train(
@@ -64,8 +69,10 @@ def _train(
     deps: tuple[str, ...],
     version: int,
     outputs: tuple[str, ...] = (),
+    **keying,
 ) -> Stage:
-    """A training stage of the recipe: run on every process, owning WORKDIR/<name> (and `outputs`)."""
+    """A training stage of the recipe: run on every process, owning WORKDIR/<name> (and `outputs`);
+    `keying`: the Stage's `neutral` and `ignores` fields."""
     module, function = function.rsplit(".", 1)
     return Stage(
         name,
@@ -76,6 +83,7 @@ def _train(
         all_processes=True,
         version=version,
         kind="train",
+        **keying,
     )
 
 
@@ -239,7 +247,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         # records/<stage>: the training set streamed with teacher.input='stream' (absent otherwise)
         _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2, ("records/teacher_ce",)),
         _decode("teacher_ce", "gmm", ("gmm",)),
-        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3),
+        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3, **NO_TEACHER_LABELS),
         _decode("teacher_seq", "teacher_ce", ("decode_teacher_ce",)),
         Stage(
             "label",
@@ -280,7 +288,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         ),
         _decode("student_ce", student_reference, (f"decode_{student_reference}",)),
         *second_student(config),
-        _train("student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3),
+        _train("student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3, **STUDENT_KD),
         _decode("student_seq", "teacher_seq", ("decode_teacher_seq",)),
         _train(
             "multicondition_ce",
@@ -297,6 +305,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("seed", "baselines") + SEQUENCE_KEYS[1:],
             ("multicondition_ce", "teacher_seq"),
             3,
+            **NO_TEACHER_LABELS,
         ),
         _decode("multicondition_seq", "teacher_seq", ("decode_teacher_seq",)),
     )
