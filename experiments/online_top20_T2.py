@@ -18,7 +18,5 @@ def get_config():
     config = base_config()
     config.name = "online_top20_T2"
     config.student.online = True
-    # student_seq's regulariser towards the teacher's soft labels reads stored labels: none here
-    config.sequence.kd_regularize = 0.0
     config.lock()
     return config

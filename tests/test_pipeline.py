@@ -302,18 +302,3 @@ def test_a_field_added_at_its_neutral_value_keeps_every_key():
             c.teacher.new_option = value
     assert pipeline.stage_keys(config_off, (named,))["s"] == key != pipeline.stage_keys(config_on, (named,))["s"]
     assert grown("off", neutral=False)["teacher_ce"] != before["teacher_ce"]  # the problem it solves
-
-
-def test_a_field_the_stage_ignores_stays_out_of_its_key_at_any_value():
-    """`ignores`: a field of a section the stage reads, meant for another stage (student_seq's
-    sequence.kd_regularize in the sequence section teacher_seq reads too)."""
-    ignoring = pipeline.Stage("s", lambda c, w: {}, ("teacher",), ignores=("teacher.train.seed",))
-    reading = pipeline.Stage("r", lambda c, w: {}, ("teacher",))
-
-    def keys(**overrides):
-        return pipeline.stage_keys(tiny_config(**overrides), (ignoring, reading))
-
-    base, seed = keys(), keys(**{"teacher.train.seed": 7})
-    assert seed["s"] == base["s"] and seed["r"] != base["r"]
-    other = keys(**{"teacher.train.num_epochs": 1.0})  # the section's other fields still key it
-    assert other["s"] != base["s"]

@@ -54,9 +54,6 @@ class Stage:
     # exist, each with the value that reproduces what the stage did before it had the field. A
     # field at that value stays out of the key, so adding it retrains and remakes nothing.
     neutral: tuple[tuple[str, object], ...] = ()
-    # dotted fields of a section in config_keys that the stage does not read (a field of a shared
-    # section meant for another stage): never part of its key, whatever their value.
-    ignores: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -120,29 +117,21 @@ def share(count: int) -> range:
     return range(index, count, total)
 
 
-_ANY = object()  # an ignored field's "neutral value": it matches every value
-
-
-def _select(
-    config: ml_collections.ConfigDict,
-    dotted: str,
-    neutral: tuple[tuple[str, object], ...] = (),
-    ignores: tuple[str, ...] = (),
-):
+def _select(config: ml_collections.ConfigDict, dotted: str, neutral: tuple[tuple[str, object], ...] = ()):
     """The config's value at `dotted` (a section as a dict), without the `neutral` fields under
-    it that hold their neutral value and without the `ignores` fields under it."""
+    it that hold their neutral value."""
     node = config
     for part in dotted.split("."):
         node = node[part]
     value = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
-    for field, default in (*neutral, *((field, _ANY) for field in ignores)):
+    for field, default in neutral:
         if not field.startswith(dotted + "."):
             continue
         *parents, name = field[len(dotted) + 1 :].split(".")
         section = value
         for part in parents:
             section = section.get(part) if isinstance(section, dict) else None
-        if isinstance(section, dict) and name in section and (default is _ANY or section[name] == default):
+        if isinstance(section, dict) and name in section and section[name] == default:
             del section[name]
     return value
 
@@ -172,7 +161,7 @@ def stage_keys(config: ml_collections.ConfigDict, stages) -> dict[str, str]:
     for stage in stages:
         record = {
             "config": {
-                k: _select(config, k, stage.neutral, stage.ignores)
+                k: _select(config, k, stage.neutral)
                 for k in stage.config_keys
                 if not _neutral_here(config, k, stage.neutral)
             },

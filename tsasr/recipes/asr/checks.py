@@ -55,8 +55,6 @@ def problems(config) -> list[str]:
         if path and not pathlib.Path(path).expanduser().is_file():
             found.append(f"{path}: noisify.test_manifests.{condition} not found")
     found += external.problems(config.hmm)
-    if problem := distillation_problem(config):
-        found.append(problem)
     if config.noisify.rirs_dir:
         found += rirs_noises.problems(config.noisify.rirs_dir, tuple(config.noisify.rirs_subsets))
     return found
@@ -83,13 +81,3 @@ def _extra_test_problems(config) -> list[str]:
                 if root.is_dir() and not (root / subset).is_dir():
                     found.append(f"{root / subset}: LibriSpeech subset of corpus.extra_tests {name!r} not found")
     return found
-
-
-def distillation_problem(config) -> str:
-    """Why student_seq cannot have its soft-target regulariser, or ''."""
-    if config.sequence.get("kd_regularize") and config.student.online:
-        return (
-            f"sequence.kd_regularize={config.sequence.kd_regularize} needs the teacher's stored soft labels, and "
-            "student.online=True stores none: set --config.sequence.kd_regularize=0"
-        )
-    return ""

@@ -11,12 +11,13 @@ labelled audio; the student on the noisy copies of the same utterances (its inpu
 domain) with the clean alignments. Utterances with no numerator path are skipped and
 counted by the loss (tsasr.losses.lfmmi), never turned into NaN.
 
-The student's loss adds `sequence.kd_regularize` x its CE stage's own objective, the
-soft-target cross-entropy towards its teacher's top-k labels of the clean originals at
-temperature T (tsasr.losses.soft_ce), on every real frame: the teacher-student interpolation
-of sequence training, which keeps the student near what it learnt from 6 x the data while
-LF-MMI tunes it on the 1 x that has transcripts. The held-out loss that picks the model is
-the same sum. The teachers (no teacher's labels) train on LF-MMI alone.
+The loss adds `sequence.kld_regularize` x the cross-entropy of the network's posteriors
+against those of the CE model it starts from, frozen, on the same frames: KL-divergence
+regularisation towards the CE model (Yu et al., ICASSP 2013), a soft-target form of the frame
+cross-entropy that Kaldi's chain recipes and F-smoothing (Su et al., ICASSP 2013) keep beside
+the sequence objective. It holds the network near the frame classifier that 6 x the data (the
+student) or the alignments (the teacher) made, while LF-MMI tunes it on the few hours with
+transcripts. The held-out loss that picks the model is the same sum.
 
 Each batch's numerators are built on the host from the batch's own rows (their `senones` and
 `phones` alignments), so no table over the corpus is kept. With `input='memory'` a process holds
@@ -45,14 +46,11 @@ from tsasr.data import batching
 from tsasr.data import layout
 from tsasr.data import loader as loader_lib
 from tsasr.data import records as records_lib
-from tsasr.distill import soft_labels as sl
 from tsasr.hmm import den_graph
 from tsasr.hmm import tree as tree_lib
 from tsasr.losses import fsa as fsa_lib
 from tsasr.losses import lfmmi
-from tsasr.losses import soft_ce
 from tsasr.recipes.asr import acoustic
-from tsasr.recipes.asr import checks
 from tsasr.recipes.asr import teacher as teacher_stage
 from tsasr.train import loop
 from tsasr.train.config import network_train_config
@@ -103,38 +101,6 @@ def denominator(
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Distillation:
-    """The student's soft-target regulariser: `weight` x CE towards `labels`' top_k at `temperature`."""
-
-    weight: float
-    labels: pathlib.Path
-    top_k: int
-    temperature: float
-
-    def columns(self, senones) -> dict:
-        """The targets by clean utterance id, as the alignments `senones` are: {'soft_ids', 'soft_logits'}."""
-        reader = sl.SoftLabelReader(self.labels)
-        sl.validate_k_temperature(self.top_k, self.temperature, reader.k)
-        return {name: SoftLabelColumn(reader, name, self.top_k, senones) for name in ("soft_ids", "soft_logits")}
-
-
-class SoftLabelColumn:
-    """One column of a teacher's stored soft labels by clean utterance id, indexed as the
-    alignments' npz files are: `soft_ids` (int32) or `soft_logits` (float16, as stored)
-    [frames, top_k]; a SoftLabelError names an utterance whose labels and alignment (`senones`)
-    differ in length."""
-
-    def __init__(self, reader: sl.SoftLabelReader, name: str, top_k: int, senones):
-        self.reader, self.name, self.top_k, self.senones = reader, name, top_k, senones
-
-    def __getitem__(self, clean_id: str) -> np.ndarray:
-        ids, logits = self.reader.raw(clean_id, expected_frames=len(self.senones[clean_id]))
-        if self.name == "soft_ids":
-            return ids[:, : self.top_k]
-        return logits[:, : self.top_k].astype(np.float16)
-
-
 def with_numerators(batches, tolerance: int, states_of=None, lm: den_graph.PhoneLm | None = None):
     """Adds the numerators of each batch's rows, built from the rows' own alignments (`senones` and
     `phones` [batch, frames], frames where `feature_paddings` is 0; `phones` is then dropped: the
@@ -160,8 +126,7 @@ def with_numerators(batches, tolerance: int, states_of=None, lm: den_graph.Phone
 
 def example(utt: str, features: np.ndarray, alignments: dict, clean_id: str) -> dict:
     """A training example: normalised `features` [frames, dim] and the clean alignment (`senones`,
-    `phones` [frames]) of the utterance, a noisy copy's by its clean twin's id (and its soft
-    labels, where `alignments` has Distillation.columns)."""
+    `phones` [frames]) of the utterance, a noisy copy's by its clean twin's id."""
     return {"id": utt, "features": features, **{k: a[clean_id] for k, a in alignments.items()}}
 
 
@@ -240,14 +205,15 @@ def streamed(config, cfg, directory: pathlib.Path, name: str, train: list[dict],
     return teacher_stage.records_loader(config, cfg, name, directory, write)
 
 
-def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg, kd: Distillation | None = None):
-    """The step's loss: LF-MMI of the chain output (plus kd.weight x the soft-target CE of the
-    logits towards the batch's `soft_ids`/`soft_logits`, with kd)."""
+def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg):
+    """loss_fn(params, batch, rng, train, frozen=None): LF-MMI of the chain output, plus
+    cfg.kld_regularize x kl_regularizer towards the posteriors of the `frozen` params (the CE
+    model the stage starts from; the loop passes them to the step, never trains them)."""
     leak = jnp.asarray(fsa_lib.initial_log_probs(den), jnp.float32)
     den = lfmmi.DenominatorGraph.compile(den)
     log_priors = jnp.asarray(log_priors, jnp.float32)
 
-    def loss_fn(params, batch, rng, train=True):
+    def loss_fn(params, batch, rng, train=True, frozen=None):
         logits, paddings = model.apply(
             {"params": params}, batch["features"], batch["feature_paddings"], train=train, rngs={"dropout": rng}
         )
@@ -269,36 +235,40 @@ def make_loss_fn(model, den: fsa_lib.Fsa, log_priors: np.ndarray, cfg, kd: Disti
         mask = 1.0 - paddings
         correct = (jnp.argmax(logits, -1) == batch["senones"]).astype(jnp.float32)
         accuracy = jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-        if kd is None:
+        if frozen is None:
             return loss, {"frame_accuracy": accuracy}, m["frames"]
-        probs = soft_ce.soft_targets(batch["soft_logits"], temperature=kd.temperature)
-        soft, _, _ = soft_ce.soft_cross_entropy(logits, batch["soft_ids"], probs, paddings)
-        return (
-            loss + kd.weight * soft,
-            {"frame_accuracy": accuracy, "lfmmi_loss": loss, "soft_ce_loss": soft},
-            m["frames"],
-        )
+        init_logits, _ = model.apply({"params": frozen}, batch["features"], batch["feature_paddings"], train=False)
+        kl = kl_regularizer(logits, init_logits, paddings)
+        metrics = {"frame_accuracy": accuracy, "lfmmi_loss": loss, "kl_loss": kl}
+        return loss + cfg.kld_regularize * kl, metrics, m["frames"]
 
     return loss_fn
 
 
-def train_sequence(
-    config, workdir: pathlib.Path, name: str, init: str, records: list[dict], kd: Distillation | None = None
-) -> dict:
+def kl_regularizer(logits, init_logits, paddings):
+    """Mean over real frames of the cross-entropy -sum_s p_init(s) log p(s) of softmax(logits)
+    against softmax(init_logits), held fixed (lfmmi.xent_regularizer with those targets): the KL
+    divergence from the init model's posteriors, up to their entropy, which has no gradient."""
+    targets = jax.nn.softmax(init_logits.astype(jnp.float32), axis=-1)
+    frames = jnp.maximum(jnp.sum(1.0 - paddings), 1.0)
+    return jnp.sum(lfmmi.xent_regularizer(logits, targets, paddings)) / frames
+
+
+def train_sequence(config, workdir: pathlib.Path, name: str, init: str, records: list[dict]) -> dict:
     """LF-MMI training of the system `init` on `records` (noisy copies use their clean alignment),
-    regularised towards a teacher's soft labels with `kd`."""
+    regularised towards `init`'s posteriors by sequence.kld_regularize."""
     cfg = config.sequence
     if cfg.input not in teacher_stage.INPUTS:
         raise ValueError(f"{name}: sequence.input={cfg.input!r}, expected one of {teacher_stage.INPUTS}")
     workdir = pathlib.Path(workdir)
     alignments = {part: np.load(workdir / "align" / f"{part}.npz") for part in ("senones", "phones")}
     senones, phones = alignments["senones"], alignments["phones"]
-    if kd is not None:  # looked up by clean id with the alignments: in memory, or into the records
-        alignments.update(kd.columns(senones))
     aligned = [r for r in records if r.get("clean_id", r["id"]) in senones.files]
     key = {r["id"]: r.get("clean_id", r["id"]) for r in aligned}
     model, params, norm = acoustic.load_system(workdir, init)
-    del params  # the loop restores them from the init checkpoint (and resumes its own)
+    # The loop restores the trained params from the init checkpoint (and resumes its own); these
+    # stay the regulariser's fixed reference.
+    frozen = params if cfg.kld_regularize else None
     tree = tree_lib.SenoneTree.from_json((workdir / "align" / "tree.json").read_text())
     states_of = den_graph.senone_states(tree)
     lm, den = denominator(sorted(set(key.values())), senones, phones, tree, cfg, states_of)
@@ -317,7 +287,7 @@ def train_sequence(
     train_cfg.init_checkpoint = loop.best_checkpoint(str(workdir / init))
     num_steps_of = functools.partial(loop.resolve_num_steps, train_cfg, name=name)
     batching_config = dataclasses.replace(teacher_stage.batching_config(config, cfg), keys=BATCH_KEYS)
-    loss_fn = make_loss_fn(model, den, log_priors, cfg, kd)
+    loss_fn = make_loss_fn(model, den, log_priors, cfg)
     if cfg.input == "stream":
         train = [r for r in aligned if r["id"] not in held]
         source = streamed(config, cfg, out / "records", name, train, key, alignments)
@@ -343,7 +313,7 @@ def train_sequence(
     if heldout:
         dev = batching.Batcher(heldout, dataclasses.replace(batching_config, drop_remainder=False))
         dev_batches = lambda: add_numerators(dev.epoch())  # noqa: E731 (every host evaluates all)
-    loop.train(train_cfg, model, loss_fn, batches_fn, str(out), dev_batches=dev_batches)
+    loop.train(train_cfg, model, loss_fn, batches_fn, str(out), dev_batches=dev_batches, frozen=frozen)
     summary = {
         "utterances": utterances,
         "heldout_utterances": len(heldout),
@@ -353,8 +323,8 @@ def train_sequence(
         "steps": int(train_cfg.num_steps),
         "epochs": round(train_cfg.num_steps / source.batches_per_epoch, 2),
     }
-    if kd is not None:
-        summary.update(kd_regularize=kd.weight, kd_labels=kd.labels.name, top_k=kd.top_k, temperature=kd.temperature)
+    if frozen is not None:
+        summary["kld_regularize"] = float(cfg.kld_regularize)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     training = [r for r in rows if "loss" in r]
     if training:
@@ -383,20 +353,7 @@ def run_teacher(config, workdir: pathlib.Path) -> dict:
 def run_student(config, workdir: pathlib.Path) -> dict:
     """Training stage `student_seq`: the CE student, sequence-trained on the noisy labelled data."""
     records = acoustic.read(workdir, layout.noisy(layout.TRAIN_LABELLED))
-    return train_sequence(config, workdir, "student_seq", "student_ce", records, student_distillation(config, workdir))
-
-
-def student_distillation(config, workdir: pathlib.Path) -> Distillation | None:
-    """The student's regulariser: its CE stage's targets (student.teacher's labels in
-    WORKDIR/labels at student.top_k and temperature), weighted by sequence.kd_regularize; None at 0."""
-    weight = float(config.sequence.kd_regularize)
-    if not weight:
-        return None
-    if problem := checks.distillation_problem(config):
-        raise ValueError(problem)
-    labels = pathlib.Path(workdir) / "labels"
-    top_k = config.student.top_k or sl.SoftLabelReader(labels).num_senones  # 0 = every senone (dense)
-    return Distillation(weight, labels, top_k, float(config.student.temperature))
+    return train_sequence(config, workdir, "student_seq", "student_ce", records)
 
 
 def run_multicondition(config, workdir: pathlib.Path) -> dict:

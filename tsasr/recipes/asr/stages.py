@@ -55,11 +55,8 @@ def _decode(system: str, reference: str | None, deps: tuple[str, ...]) -> Stage:
 
 _ASR = "tsasr.recipes.asr"
 SEQUENCE_KEYS = ("seed", "sequence", "decode.prior_floor")
-# The student's regulariser towards its teacher's soft labels: the stages without a teacher's
-# labels (teacher_seq, multicondition_seq) do not read it, and a student_seq trained before the
-# field existed (LF-MMI alone) keeps its key at 0.
-NO_TEACHER_LABELS = {"ignores": ("sequence.kd_regularize",)}
-STUDENT_KD = {"neutral": (("sequence.kd_regularize", 0.0),)}
+# A field the sequence section gained: at 0 (LF-MMI alone) a sequence stage keeps its key.
+SEQUENCE_NEUTRAL = {"neutral": (("sequence.kld_regularize", 0.0),)}
 
 
 def _train(
@@ -72,7 +69,7 @@ def _train(
     **keying,
 ) -> Stage:
     """A training stage of the recipe: run on every process, owning WORKDIR/<name> (and `outputs`);
-    `keying`: the Stage's `neutral` and `ignores` fields."""
+    `keying`: the Stage's `neutral` fields."""
     module, function = function.rsplit(".", 1)
     return Stage(
         name,
@@ -247,7 +244,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         # records/<stage>: the training set streamed with teacher.input='stream' (absent otherwise)
         _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2, ("records/teacher_ce",)),
         _decode("teacher_ce", "gmm", ("gmm",)),
-        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3, **NO_TEACHER_LABELS),
+        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3, **SEQUENCE_NEUTRAL),
         _decode("teacher_seq", "teacher_ce", ("decode_teacher_ce",)),
         Stage(
             "label",
@@ -288,7 +285,9 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         ),
         _decode("student_ce", student_reference, (f"decode_{student_reference}",)),
         *second_student(config),
-        _train("student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3, **STUDENT_KD),
+        _train(
+            "student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3, **SEQUENCE_NEUTRAL
+        ),
         _decode("student_seq", "teacher_seq", ("decode_teacher_seq",)),
         _train(
             "multicondition_ce",
@@ -305,7 +304,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("seed", "baselines") + SEQUENCE_KEYS[1:],
             ("multicondition_ce", "teacher_seq"),
             3,
-            **NO_TEACHER_LABELS,
+            **SEQUENCE_NEUTRAL,
         ),
         _decode("multicondition_seq", "teacher_seq", ("decode_teacher_seq",)),
     )
