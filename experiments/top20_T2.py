@@ -3,22 +3,23 @@
 Run:      python -m tsasr.run experiments/top20_T2.py          (built-in corpus, CPU)
 Smoke:    python -m tsasr.run experiments/top20_T2.py --tiny   (about two minutes)
 Seeds:    python -m tsasr.seeds experiments/top20_T2.py --seeds 0 1 2 3   (every network at four
-          training seeds, the data made once: 33 minutes after the main job; seeds.md)
+          training seeds, the data made once: about half an hour after the main job; seeds.md)
 Runtime:  built-in corpus (2.3 h of speech: 0.35 h labelled, 1.75 h unlabelled), 2 idle CPU
-          cores (AMD EPYC, 2026-12-07): 11.5 minutes (690 s) from a fresh clone; a second run
+          cores (AMD EPYC, 2026-12-07): 11.1 minutes (669 s) from a fresh clone; a second run
           with nothing changed: seconds. (The one-hour dry corpus of earlier sessions took 4.0
           minutes here and 193 s on one H100 GPU, 2026-11-22.)
 Expected: results.md with WER per test condition (clean / noisy / rerecorded), as measured
-          (teacher 4.5 epochs, students 5 epochs of 254 batches on 0-30 dB mixes, LF-MMI 1 epoch;
-          each the best state on held-out data): gmm 29.4 / 68.0 / 86.2, teacher_ce 20.9 / 45.6 /
-          61.1, teacher_seq 21.6 / 46.2 / 63.1, student_ce 21.3 / 33.2 / 50.8,
-          student_ce_from_teacher_seq 20.8 / 35.2 / 50.9, student_seq 21.1 / 35.3 / 50.7
-          (bootstrap 95 % intervals about +-3.7 points clean, +-5 noisy and rerecorded). Against
-          the sequence-trained teacher: student_seq -2.2 % clean, -23.5 % noisy, -19.6 %
-          rerecorded (paper -10.1, -28.7, -19.6). results.md sets every row of the paper's Table 2
-          beside this run's, against both teachers, with p(student improves on the teacher).
-          Over four training seeds (seeds.md): student_seq -1.5 % clean (p 0.64 over seeds and
-          utterances; better at 4 of 4 seeds), -23.3 % noisy, -20.5 % rerecorded.
+          (teacher 4.5 epochs, students 5 epochs of 254 batches on 0-30 dB mixes, LF-MMI 1 epoch
+          regularised towards the CE model; each the best state on held-out data): gmm 29.4 /
+          68.0 / 86.2, teacher_ce 20.9 / 45.6 / 61.1, teacher_seq 22.4 / 45.8 / 62.3, student_ce
+          21.3 / 33.2 / 50.8, student_ce_from_teacher_seq 21.4 / 34.4 / 50.0, student_seq 21.3 /
+          34.5 / 50.1 (bootstrap 95 % intervals about +-3.7 points clean, +-5 noisy and
+          rerecorded). Against the sequence-trained teacher: student_seq -5.0 % clean (p 0.85),
+          -24.6 % noisy, -19.5 % rerecorded (paper -10.1, -28.7, -19.6). results.md sets every
+          row of the paper's Table 2 beside this run's, against both teachers, with p(student
+          improves on the teacher). Over four training seeds (seeds.md): student_seq -6.0 % clean
+          (p 0.92 over seeds and utterances; better at 4 of 4 seeds), -23.9 % noisy, -19.6 %
+          rerecorded.
 """
 
 import ml_collections
