@@ -56,7 +56,7 @@ def _decode(system: str, reference: str | None, deps: tuple[str, ...]) -> Stage:
 _ASR = "tsasr.recipes.asr"
 SEQUENCE_KEYS = ("seed", "sequence", "decode.prior_floor")
 # A field the sequence section gained: at 0 (LF-MMI alone) a sequence stage keeps its key.
-SEQUENCE_NEUTRAL = {"neutral": (("sequence.kld_regularize", 0.0),)}
+SEQUENCE_NEUTRAL = (("sequence.kld_regularize", 0.0),)
 
 
 def _train(
@@ -66,10 +66,9 @@ def _train(
     deps: tuple[str, ...],
     version: int,
     outputs: tuple[str, ...] = (),
-    **keying,
+    neutral: tuple[tuple[str, object], ...] = (),
 ) -> Stage:
-    """A training stage of the recipe: run on every process, owning WORKDIR/<name> (and `outputs`);
-    `keying`: the Stage's `neutral` fields."""
+    """A training stage of the recipe: run on every process, owning WORKDIR/<name> (and `outputs`)."""
     module, function = function.rsplit(".", 1)
     return Stage(
         name,
@@ -80,7 +79,7 @@ def _train(
         all_processes=True,
         version=version,
         kind="train",
-        **keying,
+        neutral=neutral,
     )
 
 
@@ -244,7 +243,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         # records/<stage>: the training set streamed with teacher.input='stream' (absent otherwise)
         _train("teacher_ce", "teacher.run", ("seed", "teacher"), ("align", "noisify"), 2, ("records/teacher_ce",)),
         _decode("teacher_ce", "gmm", ("gmm",)),
-        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3, **SEQUENCE_NEUTRAL),
+        _train("teacher_seq", "sequence.run_teacher", SEQUENCE_KEYS, ("teacher_ce",), 3, neutral=SEQUENCE_NEUTRAL),
         _decode("teacher_seq", "teacher_ce", ("decode_teacher_ce",)),
         Stage(
             "label",
@@ -286,7 +285,12 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
         _decode("student_ce", student_reference, (f"decode_{student_reference}",)),
         *second_student(config),
         _train(
-            "student_seq", "sequence.run_student", SEQUENCE_KEYS, ("student_ce", "teacher_seq"), 3, **SEQUENCE_NEUTRAL
+            "student_seq",
+            "sequence.run_student",
+            SEQUENCE_KEYS,
+            ("student_ce", "teacher_seq"),
+            3,
+            neutral=SEQUENCE_NEUTRAL,
         ),
         _decode("student_seq", "teacher_seq", ("decode_teacher_seq",)),
         _train(
@@ -304,7 +308,7 @@ def recipe_stages(config: ml_collections.ConfigDict) -> tuple[Stage, ...]:
             ("seed", "baselines") + SEQUENCE_KEYS[1:],
             ("multicondition_ce", "teacher_seq"),
             3,
-            **SEQUENCE_NEUTRAL,
+            neutral=SEQUENCE_NEUTRAL,
         ),
         _decode("multicondition_seq", "teacher_seq", ("decode_teacher_seq",)),
     )
